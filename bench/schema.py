@@ -1,0 +1,91 @@
+"""The results schema: one tidy (long) row per measurement.
+
+This module is the contract between the runner (which writes rows), the store (which
+validates and persists them) and the report (which reads them). It imports nothing
+from torch so that the store and the report stay torch-free.
+
+Phases and the metrics they carry:
+
+* ``fwd``, ``bwd``, ``fwd+bwd`` — metric ``time_per_step_s``: ``value`` is the median
+  seconds per time step, ``iqr`` its interquartile range, ``samples`` the raw
+  per-step samples.
+* ``memory`` — metric ``peak_bytes``: extra peak memory of one forward+backward over
+  the whole sequence (CUDA: ``max_memory_allocated``; CPU: peak RSS growth of a fresh
+  process).
+* ``train`` — one row per final task metric (``sequence_accuracy``, ``bpc`` ...),
+  with ``chance``, ``solved``, ``steps_to_solve``, ``higher_is_better``, ``primary``.
+* ``history`` — the learning curve: one row per (evaluation step, metric), ``step``
+  set.
+* ``skipped`` / failures — a cell that could not run has one row with phase set to
+  the phase it tried, ``status`` != ``ok`` and ``error`` filled in.
+"""
+
+from __future__ import annotations
+
+# (column, pandas dtype, description). Order is the column order of written files.
+COLUMNS: list[tuple[str, str, str]] = [
+    # identity
+    ("cell_id", "string", "stable hash of the canonical cell config and the code versions"),
+    ("sweep", "string", "sweep name"),
+    ("task", "string", "task name, e.g. copy"),
+    ("task_spec", "string", "canonical task spec, e.g. copy:length=100"),
+    ("connectivity", "string", "structure name, e.g. banded"),
+    ("connectivity_spec", "string", "canonical structure spec, e.g. banded:cyclic=false,width=3"),
+    ("cell", "string", "cell type: rnn_tanh, rnn_relu, rnn_sigmoid, gru, lstm"),
+    ("hidden", "Int64", "hidden size used"),
+    ("hidden_request", "string", "what the sweep asked for: a size, or iso_params:N / iso_time:S"),
+    ("layers", "Int64", "recurrent layers"),
+    ("seq_len", "Int64", "time steps per sequence"),
+    ("batch", "Int64", "batch size"),
+    ("dtype", "string", "float32 ..."),
+    ("device", "string", "cpu or cuda"),
+    ("threads", "Int64", "torch intra-op threads"),
+    ("seed", "Int64", "seed"),
+    ("phase", "string", "fwd, bwd, fwd+bwd, memory, train, history"),
+    ("status", "string", "ok, failed, diverged, skipped"),
+    ("error", "string", "error message when status is not ok"),
+    # the measurement
+    ("metric", "string", "time_per_step_s, peak_bytes, or a task metric"),
+    ("value", "float64", "the figure (median for timings)"),
+    ("iqr", "float64", "interquartile range of timing samples"),
+    ("samples", "object", "raw timing samples (list of float), else empty"),
+    ("step", "Int64", "training step of a history row"),
+    # accounting
+    ("stored_params", "Int64", "recurrent weights the structure stores (all layers, gates)"),
+    ("effective_params", "Int64", "nonzeros of the recurrent matrices it acts as"),
+    ("total_params", "Int64", "all trainable parameters of the model"),
+    ("flops_per_step", "float64", "recurrent FLOPs per time step for the whole batch"),
+    # training outcome
+    ("chance", "float64", "chance/baseline level of this metric, NaN if none"),
+    ("higher_is_better", "boolean", "direction of the metric"),
+    ("primary", "boolean", "the task's headline metric"),
+    ("solved", "boolean", "the task's solved criterion was met"),
+    ("steps_to_solve", "Int64", "training steps until solved, <NA> if never"),
+    ("train_steps", "Int64", "training steps run"),
+    ("wall_time_s", "float64", "wall time of the phase"),
+    # environment
+    ("torch_version", "string", "torch.__version__"),
+    ("cuda_version", "string", "torch.version.cuda or empty"),
+    ("cudnn_version", "string", "cuDNN version or empty"),
+    ("cpu_model", "string", "CPU model name"),
+    ("gpu_name", "string", "GPU name or empty"),
+    ("host", "string", "host name"),
+    ("git_commit", "string", "git commit of the harness"),
+    ("git_dirty", "boolean", "uncommitted changes were present"),
+    ("connbench_version", "string", "package version"),
+    ("timestamp", "string", "UTC ISO time the row was written"),
+]
+
+COLUMN_NAMES = [c for c, _, _ in COLUMNS]
+DTYPES = {c: t for c, t, _ in COLUMNS}
+PHASES = ("fwd", "bwd", "fwd+bwd", "memory", "train", "history")
+STATUSES = ("ok", "failed", "diverged", "skipped")
+SPEED_METRIC = "time_per_step_s"
+MEMORY_METRIC = "peak_bytes"
+
+
+def markdown_table() -> str:
+    """The schema as a Markdown table, for the README."""
+    lines = ["| column | type | meaning |", "|---|---|---|"]
+    lines += [f"| `{c}` | {t} | {d} |" for c, t, d in COLUMNS]
+    return "\n".join(lines)

@@ -1,0 +1,1 @@
+"""Tasks registry: importing this package registers every task."""
