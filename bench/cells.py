@@ -1,0 +1,178 @@
+"""Recurrent cells around a structured W_hh: Elman (tanh, relu, sigmoid), GRU, LSTM.
+
+A cell is one layer in one direction. The input projection for all time steps is one
+matmul before the time loop (as cuDNN does); only the recurrence runs step by step,
+with the state kept in the structure's layout (see ``bench.connectivity``).
+
+Biases: one bias per gate, folded into the input projection, so an Elman layer has
+H biases as in the "Recurrent Layers" parameter formula (torch.nn.RNN keeps two, b_ih
+and b_hh, whose sum is the same thing). GRU also keeps b_hn, because PyTorch's GRU
+applies it inside the reset gate.
+
+Gate order: GRU (r, z, n) as PyTorch. LSTM stores (i, f, o, g) rather than PyTorch's
+(i, f, g, o) so that one sigmoid covers the three sigmoid gates.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from bench import connectivity
+from bench.registry import Registry
+
+CELLS = Registry("cell")
+GATES: dict[str, int] = {}
+
+# torch.tanh costs ~1.9 ns/element on this CPU build, sigmoid ~0.36 (PERF_NOTES);
+# tanh(x) = 2·sigmoid(2x) − 1 wins once a tensor is large enough to amortise the
+# extra ops and the Python autograd.Function.
+FAST_TANH_MIN_NUMEL = 16384
+
+
+class _SigmoidTanh(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x):
+        y = torch.sigmoid(x * 2.0).mul_(2.0).sub_(1.0)
+        ctx.save_for_backward(y)
+        return y
+
+    @staticmethod
+    def backward(ctx, grad):
+        (y,) = ctx.saved_tensors
+        return torch.ops.aten.tanh_backward(grad, y)
+
+
+def tanh(x: torch.Tensor) -> torch.Tensor:
+    """tanh, through sigmoid for large CPU tensors (same values to ~1e-7)."""
+    if x.numel() >= FAST_TANH_MIN_NUMEL and x.device.type == "cpu":
+        return _SigmoidTanh.apply(x)
+    return torch.tanh(x)
+
+
+class Cell(nn.Module):
+    """Base: input projection, structured recurrence, and a time loop."""
+
+    gates = 1
+
+    def __init__(self, input_size: int, hidden: int, connectivity_spec: str = "full",
+                 bias: bool = True, init: str = "default", vocab: bool = False):
+        super().__init__()
+        self.input_size, self.hidden, self.vocab = input_size, hidden, vocab
+        width = self.gates * hidden
+        self.rec = connectivity.make(connectivity_spec, hidden, gates=self.gates, init=init)
+        bound = 1.0 if init == "uniform" else 1.0 / math.sqrt(hidden)
+        # With a vocabulary the projection is a lookup table: the same numbers as a
+        # one-hot input times W_ih, without the one-hot.
+        shape = (input_size, width) if vocab else (width, input_size)
+        self.weight_ih = nn.Parameter(torch.empty(shape).uniform_(-bound, bound))
+        self.bias_ih = nn.Parameter(torch.empty(width).uniform_(-bound, bound)) if bias else None
+
+    # accounting -------------------------------------------------------------------
+    def input_params(self) -> int:
+        return self.weight_ih.numel()
+
+    def bias_params(self) -> int:
+        return sum(p.numel() for n, p in self.named_parameters(recurse=False) if "bias" in n)
+
+    # time loop ----------------------------------------------------------------------
+    def project(self, x: torch.Tensor) -> torch.Tensor:
+        """Input for all steps at once: x (T, B, F) or ids (T, B) → (T, B, gates·H)."""
+        if self.vocab:
+            u = nn.functional.embedding(x, self.weight_ih)
+            return u if self.bias_ih is None else u + self.bias_ih
+        return nn.functional.linear(x, self.weight_ih, self.bias_ih)
+
+    def forward(self, x: torch.Tensor, return_sequence: bool = True):
+        """x time-major. Returns (outputs (T, B, H) or None, last state (B, H))."""
+        us = self.rec.to_gates(self.project(x))
+        h0 = self.rec.to_state(us.new_zeros(x.shape[1], self.hidden))
+        outs, h = self.loop(us, h0, self.rec.stepper(), return_sequence)
+        seq = self.rec.from_state(torch.stack(outs)) if return_sequence else None
+        return seq, self.rec.from_state(h)
+
+    def loop(self, us, h, step, keep):
+        raise NotImplementedError  # every registered cell overrides this
+
+
+class ElmanCell(Cell):
+    activation = staticmethod(tanh)
+
+    def loop(self, us, h, step, keep):
+        act, outs = self.activation, []
+        for u in us.unbind(0):  # unbind, never us[t]: PERF_NOTES pitfall 1
+            h = act(step(h, u))
+            if keep:
+                outs.append(h)
+        return outs, h
+
+
+@CELLS.register("rnn_tanh", "Elman RNN, h = tanh(x·W_ih + h·W_hh + b)")
+class TanhCell(ElmanCell):
+    activation = staticmethod(tanh)
+
+
+@CELLS.register("rnn_relu", "Elman RNN with ReLU (IRNN, IndRNN)")
+class ReluCell(ElmanCell):
+    activation = staticmethod(torch.relu)
+
+
+@CELLS.register("rnn_sigmoid", "Elman RNN with sigmoid units (Trask's demo)")
+class SigmoidCell(ElmanCell):
+    activation = staticmethod(torch.sigmoid)
+
+
+@CELLS.register("gru", "gated recurrent unit (PyTorch's equations)")
+class GRUCell(Cell):
+    gates = 3
+
+    def __init__(self, input_size, hidden, connectivity_spec="full", bias=True,
+                 init="default", vocab=False):
+        super().__init__(input_size, hidden, connectivity_spec, bias, init, vocab)
+        bound = 1.0 if init == "uniform" else 1.0 / math.sqrt(hidden)
+        self.bias_hn = nn.Parameter(torch.empty(hidden).uniform_(-bound, bound)) if bias else None
+
+    def loop(self, us, h, step, keep):
+        bhn = None if self.bias_hn is None else self.rec.to_state(self.bias_hn.view(1, -1))
+        outs = []
+        for u in us.unbind(0):
+            rec = step(h, None)
+            k = rec.shape[-1] // 3
+            r, z = torch.sigmoid(u[..., :2 * k] + rec[..., :2 * k]).chunk(2, -1)
+            rn = rec[..., 2 * k:] if bhn is None else rec[..., 2 * k:] + bhn
+            n = tanh(torch.addcmul(u[..., 2 * k:], r, rn))
+            h = torch.lerp(n, h, z)  # (1 − z)·n + z·h
+            if keep:
+                outs.append(h)
+        return outs, h
+
+
+@CELLS.register("lstm", "long short-term memory (PyTorch's equations)")
+class LSTMCell(Cell):
+    gates = 4
+
+    def loop(self, us, h, step, keep):
+        c = torch.zeros_like(h)
+        outs = []
+        for u in us.unbind(0):
+            pre = step(h, u)
+            k = pre.shape[-1] // 4
+            i, f, o = torch.sigmoid(pre[..., :3 * k]).chunk(3, -1)
+            c = torch.addcmul(f * c, i, tanh(pre[..., 3 * k:]))
+            h = o * tanh(c)
+            if keep:
+                outs.append(h)
+        return outs, h
+
+
+for _name, _entry in ((n, CELLS.get(n)) for n in CELLS.names()):
+    GATES[_name] = _entry.obj.gates
+
+
+def make(name: str, input_size: int, hidden: int, connectivity_spec: str = "full",
+         bias: bool = True, init: str = "default", vocab: bool = False) -> Cell:
+    """Build the cell registered as ``name``."""
+    entry = CELLS.get(name)
+    return entry.obj(input_size, hidden, connectivity_spec, bias, init, vocab)
