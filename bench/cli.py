@@ -23,7 +23,9 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The parser; only ``command``'s module is imported (a broken or slow module
+    cannot break the other commands)."""
     parser = argparse.ArgumentParser(
         prog="connbench",
         description="Does an RNN need full hidden-to-hidden connectivity? Measure it.",
@@ -32,23 +34,18 @@ def build_parser() -> argparse.ArgumentParser:
     for name, (module, help_) in COMMANDS.items():
         p = sub.add_parser(name, help=help_, description=help_)
         p.set_defaults(_module=module)
-        try:
+        if name == command:
             importlib.import_module(module).add_arguments(p)
-        except ModuleNotFoundError as exc:  # a command whose module is missing
-            if exc.name != module:
-                raise
-            p.set_defaults(_missing=True)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    command = next((a for a in argv if not a.startswith("-")), None)
+    parser = build_parser(command if command in COMMANDS else None)
     args = parser.parse_args(argv)
     if not args.command:
         parser.print_help()
-        return 2
-    if getattr(args, "_missing", False):
-        print(f"connbench {args.command}: not available in this build", file=sys.stderr)
         return 2
     try:
         return int(importlib.import_module(args._module).main(args) or 0)

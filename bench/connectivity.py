@@ -419,7 +419,7 @@ def _check_groups(name: str, hidden: int, groups: int) -> None:
 _GROUPS = Option("groups", int, 4, "number of independent blocks (must divide H)")
 
 
-@REGISTRY.register("block", "G independent diagonal blocks of size H/G", [_GROUPS, _INIT])
+@REGISTRY.register("block", "block-diagonal: G independent blocks of size H/G", [_GROUPS, _INIT])
 class BlockRecurrence(BlockLayout):
     """Block-diagonal W (independent groups, 1905.12340; G-LSTM)."""
 

@@ -1,0 +1,118 @@
+"""`connbench kernels`: time every structure's recurrent layer (a benchmark, not a test).
+
+Each row is one Elman tanh layer over a (B, T, 1) input, so the input projection is
+negligible and the time is the recurrence: forward, and forward+backward, per time
+step. ``torch.nn.RNN`` gets the same input. Speedups are against ``full`` in the same
+run.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import torch
+from torch import nn
+
+from bench import cells
+from bench.timing import Timing, time_callable
+
+DEFAULT_SPECS = [
+    "full", "none", "diagonal", "banded:width=3", "jordan", "block:groups=16",
+    "block_shuffle:groups=16", "butterfly", "random:density=0.1", "lowrank:rank=16",
+]
+TORCH_RNN = "torch.nn.RNN"
+
+
+def layer_callables(spec: str, hidden: int, batch: int, steps: int, seed: int = 0):
+    """(forward, forward+backward) callables for one layer; ``spec`` may be TORCH_RNN."""
+    torch.manual_seed(seed)
+    x = torch.randn(steps, batch, 1)
+    if spec == TORCH_RNN:
+        layer = nn.RNN(1, hidden)
+
+        def run():
+            return layer(x)[0]
+    else:
+        layer = cells.make("rnn_tanh", 1, hidden, spec)
+
+        def run():
+            return layer(x)[0]
+
+    grad = torch.randn(steps, batch, hidden)
+
+    def fwd():
+        with torch.no_grad():
+            run()
+
+    def fwd_bwd():
+        out = run()
+        torch.autograd.backward(out, grad)
+
+    return fwd, fwd_bwd
+
+
+def measure(specs: list[str], hidden: int, batch: int, steps: int, threads: int,
+            min_run_time: float = 1.0, torch_rnn: bool = True) -> list[dict]:
+    """Rows of {connectivity, phase, us_per_step, iqr_us, speedup_vs_full}."""
+    torch.set_num_threads(threads)
+    rows: list[dict] = []
+    names = ([TORCH_RNN] if torch_rnn else []) + list(specs)
+    timings: dict[tuple[str, str], Timing] = {}
+    for spec in names:
+        fwd, fwd_bwd = layer_callables(spec, hidden, batch, steps)
+        for phase, fn in (("fwd", fwd), ("fwd+bwd", fwd_bwd)):
+            timings[spec, phase] = time_callable(fn, threads=threads,
+                                                 min_run_time=min_run_time).scaled(1.0 / steps)
+    for (spec, phase), t in timings.items():
+        full = timings.get(("full", phase))
+        rows.append({
+            "connectivity": spec,
+            "phase": phase,
+            "us_per_step": t.median * 1e6,
+            "iqr_us": t.iqr * 1e6,
+            "speedup_vs_full": (full.median / t.median) if full else float("nan"),
+        })
+    return rows
+
+
+def format_table(rows: list[dict]) -> str:
+    by = {(r["connectivity"], r["phase"]): r for r in rows}
+    specs = list(dict.fromkeys(r["connectivity"] for r in rows))
+    lines = ["| connectivity | fwd µs/step | fwd speedup | fwd+bwd µs/step | fwd+bwd speedup |",
+             "|---|---:|---:|---:|---:|"]
+    for s in specs:
+        f, b = by[s, "fwd"], by[s, "fwd+bwd"]
+        lines.append(f"| {s} | {f['us_per_step']:.1f} | {f['speedup_vs_full']:.2f}× | "
+                     f"{b['us_per_step']:.1f} | {b['speedup_vs_full']:.2f}× |")
+    return "\n".join(lines)
+
+
+def add_arguments(p):
+    p.add_argument("--hidden", type=int, default=512)
+    p.add_argument("--batch", type=int, default=32)
+    p.add_argument("--steps", type=int, default=100, help="sequence length T")
+    p.add_argument("--threads", type=int, default=None, help="torch threads (default: all)")
+    p.add_argument("--min-run-time", type=float, default=1.0, help="seconds per measurement")
+    p.add_argument("--connectivity", action="append", metavar="SPEC",
+                   help="structures to time (repeatable; default: all ten)")
+    p.add_argument("--json", action="store_true", help="print one JSON array")
+
+
+def main(args) -> int:
+    from bench import connectivity
+
+    specs = args.connectivity or DEFAULT_SPECS
+    for s in specs:
+        connectivity.check(s, args.hidden)
+    if "full" not in specs:
+        specs = ["full", *specs]
+    threads = args.threads or torch.get_num_threads()
+    rows = measure(specs, args.hidden, args.batch, args.steps, threads, args.min_run_time)
+    if args.json:
+        print(json.dumps(rows))
+    else:
+        print(f"H={args.hidden} B={args.batch} T={args.steps} threads={threads} "
+              f"torch {torch.__version__}", file=sys.stderr)
+        print(format_table(rows))
+    return 0
