@@ -20,7 +20,7 @@ import math
 import torch
 from torch import nn
 
-from bench import connectivity
+from bench import connectivity, fused
 from bench.registry import Registry
 
 CELLS = Registry("cell")
@@ -99,6 +99,17 @@ class Cell(nn.Module):
 
 class ElmanCell(Cell):
     activation = staticmethod(tanh)
+    act_name = "tanh"
+    fused = True  # use bench.fused for elementwise structures (tests switch it off)
+
+    def forward(self, x, return_sequence=True):
+        plan = fused.elementwise_table(self.rec) if self.fused else None
+        if plan is None:
+            return super().forward(x, return_sequence)
+        table, offsets, pads = plan
+        out = fused.FusedElementwiseElman.apply(self.project(x), table, offsets, pads,
+                                                self.act_name)
+        return (out if return_sequence else None), out[-1]
 
     def loop(self, us, h, step, keep):
         act, outs = self.activation, []
@@ -112,16 +123,19 @@ class ElmanCell(Cell):
 @CELLS.register("rnn_tanh", "Elman RNN, h = tanh(x·W_ih + h·W_hh + b)")
 class TanhCell(ElmanCell):
     activation = staticmethod(tanh)
+    act_name = "tanh"
 
 
 @CELLS.register("rnn_relu", "Elman RNN with ReLU (IRNN, IndRNN)")
 class ReluCell(ElmanCell):
     activation = staticmethod(torch.relu)
+    act_name = "relu"
 
 
 @CELLS.register("rnn_sigmoid", "Elman RNN with sigmoid units (Trask's demo)")
 class SigmoidCell(ElmanCell):
     activation = staticmethod(torch.sigmoid)
+    act_name = "sigmoid"
 
 
 @CELLS.register("gru", "gated recurrent unit (PyTorch's equations)")
