@@ -1,0 +1,614 @@
+"""Sweep files: expansion, rules, overrides, ids, budgets and every user mistake.
+
+Most tests use a stand-in resolver (small registries with known checks and parameter
+formulas) so that they are fast and independent of the torch modules; the last group
+runs against the real registries and the shipped sweeps.
+"""
+
+from __future__ import annotations
+
+import math
+import textwrap
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from bench import sweep as sw
+from bench.registry import Option, Registry, SpecError
+
+# ----------------------------------------------------------------- a stand-in world
+
+
+def _registries():
+    conn = Registry("connectivity")
+    cells = Registry("cell")
+    tasks = Registry("task")
+
+    def reg(registry, name, version=1, options=()):
+        obj = type(name, (), {"version": version})
+        registry.register(name, f"fake {name}", options)(obj)
+
+    reg(conn, "full")
+    reg(conn, "diagonal")
+    reg(conn, "banded", options=[Option("width", int, 3), Option("cyclic", bool, False)])
+    reg(conn, "block", options=[Option("groups", int, 4)])
+    reg(conn, "butterfly")
+    for name in ("rnn_tanh", "gru", "lstm"):
+        reg(cells, name)
+    reg(tasks, "copy", version=2, options=[Option("length", int, 100)])
+    reg(tasks, "binary_addition", options=[Option("bits", int, 8)])
+    return {"connectivity": conn, "cell": cells, "task": tasks}
+
+
+GATES = {"rnn_tanh": 1, "gru": 3, "lstm": 4}
+
+
+class FakeResolver(sw.Resolver):
+    """Registries as above; checks and parameter counts by formula."""
+
+    def __init__(self):
+        super().__init__()
+        self.regs = _registries()
+        self.builds = 0
+
+    def registry(self, kind):
+        return self.regs[kind]
+
+    def model_shape(self, task):
+        return task
+
+    def task_presets(self, spec):
+        return ["trask"] if spec.startswith("binary_addition") else []
+
+    def task_defaults(self, spec):
+        entry, opts = self.regs["task"].parse(spec)
+        if entry.name == "copy":
+            return {"seq_len": opts["length"] + 20, "batch": 64}
+        return {"seq_len": opts["bits"], "batch": 1}
+
+    def check(self, connectivity, hidden):
+        entry, opts = self.regs["connectivity"].parse(connectivity)
+        if entry.name == "butterfly" and hidden & (hidden - 1):
+            raise SpecError(f"butterfly needs a power-of-two hidden size, not {hidden}")
+        if entry.name == "block" and hidden % opts["groups"]:
+            raise SpecError(f"block: groups={opts['groups']} does not divide {hidden}")
+        if entry.name == "banded" and opts["width"] % 2 == 0:
+            raise SpecError(f"banded: width={opts['width']} must be odd")
+
+    def _count(self, task, cell, connectivity, hidden, layers):
+        self.builds += 1
+        entry, opts = self.regs["connectivity"].parse(connectivity)
+        h = hidden
+        rec = {"full": h * h, "diagonal": h, "banded": opts.get("width", 0) * h,
+               "block": h * h // max(opts.get("groups", 1), 1),
+               "butterfly": 2 * h * int(math.log2(h)) if h > 1 else 2}[entry.name]
+        g = GATES[cell]
+        per_layer = g * (rec + h)  # recurrent + bias
+        inputs = g * 10 * h + (layers - 1) * g * h * h
+        return inputs + layers * per_layer + 10 * h + 10
+
+
+@pytest.fixture
+def resolver():
+    return FakeResolver()
+
+
+def write(tmp_path, text, name="s"):
+    path = tmp_path / f"{name}.toml"
+    path.write_text(textwrap.dedent(text))
+    return path
+
+
+BASIC = """
+    tasks = ["copy:length=10", "binary_addition"]
+    connectivities = ["full", "diagonal", "banded:width=3"]
+    hidden = [16, 32]
+    seeds = [0, 1]
+    phases = ["speed", "train"]
+
+    [train]
+    steps = 50
+
+    [speed]
+    seeds = [0]
+"""
+
+
+def load(tmp_path, text, resolver, **kw):
+    return sw.load_sweep(write(tmp_path, text), resolver=resolver, **kw)
+
+
+# -------------------------------------------------------------------------- expansion
+
+
+def test_product_counts_per_phase(tmp_path, resolver):
+    s = load(tmp_path, BASIC, resolver)
+    by_phase = {p: [c for c in s.cells if c.phase == p] for p in ("speed", "train")}
+    assert len(by_phase["train"]) == 2 * 3 * 2 * 2
+    assert len(by_phase["speed"]) == 2 * 3 * 2 * 1  # [speed] seeds override
+    assert len(s) == 36 and s.name == "s" and not s.skipped
+    assert len({c.cell_id for c in s.cells}) == 36
+
+
+def test_cell_fields_are_canonical_and_resolved(tmp_path, resolver):
+    s = load(tmp_path, BASIC, resolver)
+    c = next(c for c in s.cells if c.connectivity == "banded" and c.phase == "train"
+             and c.task == "copy")
+    assert c.connectivity_spec == "banded:cyclic=false,width=3"
+    assert c.task_spec == "copy:length=10"
+    assert c.seq_len == 30 and c.batch == 64  # the task's own
+    assert c.cell == "rnn_tanh" and c.layers == 1 and c.device == "cpu"
+    assert c.option("steps") == 50 and c.option("lr") is None
+    assert dict(c.versions) == {"task": 2, "connectivity": 1, "harness": sw.HARNESS_VERSION}
+    row = c.row_fields()
+    assert row["task"] == "copy" and row["connectivity_spec"] == c.connectivity_spec
+    assert row["hidden_request"] == str(c.hidden)
+    assert c.to_dict()["options"] == {"steps": 50}
+    assert c.to_dict()["versions"]["task"] == 2
+
+
+def test_seq_len_applies_to_speed_not_train(tmp_path, resolver):
+    s = load(tmp_path, BASIC, resolver, overrides=["seq_len=77"])
+    assert {c.seq_len for c in s.cells if c.phase == "speed"} == {77}
+    assert {c.seq_len for c in s.cells if c.phase == "train"} == {30, 8}
+    with pytest.raises(SpecError, match="seq_len cannot be set for train"):
+        load(tmp_path, BASIC.replace("steps = 50", "steps = 50\nseq_len = 9"), resolver)
+
+
+def test_exclude_by_name_options_and_phase(tmp_path, resolver):
+    text = BASIC + """
+    [[exclude]]
+    connectivity = "banded"
+    hidden = 32
+
+    [[exclude]]
+    task = "copy:length=10"
+    phase = "speed"
+    """
+    s = load(tmp_path, text, resolver)
+    assert not [c for c in s.cells if c.connectivity == "banded" and c.hidden == 32]
+    assert not [c for c in s.cells if c.task == "copy" and c.phase == "speed"]
+    # 36 - banded@32 (train 4 + speed 2) - copy speed (6, of which 1 already gone)
+    assert len(s) == 36 - 6 - 5
+
+
+def test_exclude_options_must_all_match(tmp_path, resolver):
+    text = BASIC + """
+    [[exclude]]
+    connectivity = "banded:width=5"
+    """
+    assert len(load(tmp_path, text, resolver)) == 36
+
+
+def test_include_adds_cells_with_settings(tmp_path, resolver):
+    text = BASIC + """
+    [[exclude]]
+    connectivity = "full"
+
+    [[include]]
+    task = "copy:length=200"
+    connectivity = ["full", "diagonal"]
+    phase = "train"
+    hidden = 64
+    steps = 500
+    """
+    s = load(tmp_path, text, resolver)
+    added = [c for c in s.cells if c.task_spec == "copy:length=200"]
+    assert len(added) == 2 * 2  # two structures x the sweep's two seeds
+    assert {c.option("steps") for c in added} == {500}
+    assert {c.hidden for c in added} == {64}
+    assert any(c.connectivity == "full" for c in added)  # excludes never remove includes
+
+
+def test_list_setting_is_an_axis(tmp_path, resolver):
+    s = load(tmp_path, BASIC.replace("steps = 50", "steps = [50, 500]"), resolver)
+    assert len([c for c in s.cells if c.phase == "train"]) == 48
+
+
+def test_singular_and_plural_keys_are_the_same(tmp_path, resolver):
+    plural = load(tmp_path, BASIC, resolver)
+    singular = BASIC.replace("tasks =", "task =").replace("seeds = [0, 1]", "seed = [0, 1]")
+    assert [c.cell_id for c in load(tmp_path, singular, resolver).cells] == [
+        c.cell_id for c in plural.cells]
+    with pytest.raises(SpecError, match="given twice"):
+        load(tmp_path, BASIC + "\nseed = 3\n", resolver)
+
+
+# ---------------------------------------------------------------------------- ids
+
+
+def test_id_stable_under_key_and_option_reordering(tmp_path, resolver):
+    a = load(tmp_path, """
+        tasks = ["copy:length=10"]
+        connectivities = ["banded:width=3", "block:groups=4"]
+        hidden = 16
+        phases = ["train"]
+        [train]
+        steps = 5
+        lr = 0.01
+    """, resolver)
+    b = sw.expand({
+        "train": {"lr": 0.01, "steps": 5},
+        "phases": ["train"],
+        "hidden": 16,
+        "connectivities": ["block", "banded:cyclic=false,width=3"],
+        "tasks": ["copy"],
+    }, name="other", resolver=resolver)
+    # copy defaults to length 100, so give it explicitly in a third spelling
+    c = sw.expand({
+        "phases": ["train"], "hidden": [16], "tasks": "copy:length=10",
+        "connectivities": ["block:groups=4", "banded:width=3,cyclic=false"],
+        "train": {"lr": 0.01, "steps": 5}}, name="third", resolver=resolver)
+    assert sorted(x.cell_id for x in a.cells) == sorted(x.cell_id for x in c.cells)
+    # block == block:groups=4; copy != copy:length=10
+    assert {x.cell_id for x in a.cells} != {x.cell_id for x in b.cells}
+    assert [x for x in b.cells if x.connectivity == "block"][0].connectivity_spec == \
+        "block:groups=4"
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.randoms(use_true_random=False))
+def test_id_stable_under_any_reordering(rnd):
+    resolver = FakeResolver()
+    raw = {"tasks": ["copy:length=10"], "connectivities": ["banded:cyclic=false,width=3",
+                                                           "block:groups=4"],
+           "hidden": [16, 32], "seeds": [0, 1], "phases": ["train", "speed"],
+           "train": {"steps": 5, "lr": 0.01, "max_time_s": 9.0}, "speed": {"threads": 1}}
+    ids = {c.cell_id for c in sw.expand(raw, name="x", resolver=resolver).cells}
+
+    def shuffled(value):
+        if isinstance(value, dict):
+            items = list(value.items())
+            rnd.shuffle(items)
+            return {k: shuffled(v) for k, v in items}
+        if isinstance(value, list):
+            return rnd.sample(value, len(value))
+        if isinstance(value, str) and ":" in value:
+            name, opts = value.split(":")
+            parts = opts.split(",")
+            rnd.shuffle(parts)
+            return f"{name}:{','.join(parts)}"
+        return value
+
+    again = sw.expand(shuffled(raw), name="y", resolver=resolver).cells
+    assert {c.cell_id for c in again} == ids
+
+
+def test_id_ignores_sweep_name_and_precision_settings(resolver):
+    base = {"tasks": "copy", "connectivities": "full", "hidden": 8, "phases": "speed"}
+    one = sw.expand({**base, "speed": {"min_run_time": 0.1}}, name="a", resolver=resolver)
+    two = sw.expand({**base, "speed": {"min_run_time": 1.0}}, name="b", resolver=resolver)
+    assert one.cells[0].cell_id == two.cells[0].cell_id
+    three = sw.expand({**base, "speed": {"threads": 1}}, name="a", resolver=resolver)
+    assert three.cells[0].cell_id != one.cells[0].cell_id
+
+
+def test_id_changes_with_code_versions(resolver, monkeypatch):
+    raw = {"tasks": "copy", "connectivities": ["full", "diagonal"], "hidden": 8,
+           "phases": "train"}
+    before = {c.connectivity: c.cell_id for c in sw.expand(raw, name="x", resolver=resolver).cells}
+    resolver.regs["connectivity"].get("full").obj.version = 2
+    after = {c.connectivity: c.cell_id for c in sw.expand(raw, name="x", resolver=resolver).cells}
+    assert before["full"] != after["full"] and before["diagonal"] == after["diagonal"]
+    resolver.regs["task"].get("copy").obj.version = 3
+    task_bump = {c.connectivity: c.cell_id
+                 for c in sw.expand(raw, name="x", resolver=resolver).cells}
+    assert task_bump["diagonal"] != after["diagonal"]
+    monkeypatch.setattr(sw, "HARNESS_VERSION", sw.HARNESS_VERSION + 1)
+    harness_bump = {c.connectivity: c.cell_id
+                    for c in sw.expand(raw, name="x", resolver=resolver).cells}
+    assert harness_bump["diagonal"] != task_bump["diagonal"]
+
+
+def test_duplicate_cells_collapse(resolver):
+    raw = {"tasks": ["copy", "copy:length=100"], "connectivities": ["block", "block:groups=4"],
+           "hidden": [8, 8], "phases": "train"}
+    assert len(sw.expand(raw, name="x", resolver=resolver).cells) == 1
+
+
+def test_derive_recomputes_id(resolver):
+    s = sw.expand({"tasks": "copy:length=10", "connectivities": "full", "hidden": 8,
+                   "phases": "train"}, name="x", resolver=resolver)
+    cell = s.cells[0]
+    longer = s.derive(cell, task_spec="copy:length=20")
+    assert longer.seq_len == 40 and longer.cell_id != cell.cell_id
+    same = s.derive(longer, task_spec="copy:length=10")
+    assert same.cell_id == cell.cell_id and same == cell
+    with pytest.raises(SpecError):
+        s.derive(cell, connectivity_spec="butterfly", hidden=12)
+
+
+# ---------------------------------------------------------------------- budgets
+
+
+def test_iso_params_picks_the_closest_valid_size(resolver):
+    budget = 20000
+    s = sw.expand({"tasks": "copy", "connectivities": ["full", "diagonal", "butterfly"],
+                   "hidden": f"iso_params:{budget}", "phases": "train"},
+                  name="x", resolver=resolver)
+    for c in s.cells:
+        assert c.hidden_request == f"iso_params:{budget}"
+        sizes = [h for h in range(1, 4000) if _valid(resolver, c.connectivity_spec, h)]
+        totals = {h: resolver.total_params(c.task_spec, c.cell, c.connectivity_spec, h, 1)
+                  for h in sizes}
+        best = min(totals, key=lambda h: (abs(totals[h] - budget), h))
+        assert c.hidden == best, c.connectivity
+    chosen = {c.connectivity: c.hidden for c in s.cells}
+    assert chosen["full"] < chosen["diagonal"]
+    assert chosen["butterfly"] & (chosen["butterfly"] - 1) == 0
+
+
+def _valid(resolver, spec, h):
+    try:
+        resolver.check(spec, h)
+        return True
+    except SpecError:
+        return False
+
+
+def test_iso_params_builds_few_models(resolver):
+    sw.expand({"tasks": "copy", "connectivities": "full", "hidden": "iso_params:50000",
+               "phases": "train"}, name="x", resolver=resolver)
+    assert resolver.builds <= 2 * math.ceil(math.log2(sw.MAX_HIDDEN)) + 2
+
+
+def test_iso_params_out_of_reach_and_bad_budgets(resolver):
+    with pytest.raises(SpecError, match="out of reach"):
+        sw.expand({"tasks": "copy", "connectivities": "diagonal",
+                   "hidden": "iso_params:10000000000", "phases": "train"},
+                  name="x", resolver=resolver)
+    for bad in ("iso_params:0", "iso_param:5", "big", -3, 1.5, True):
+        with pytest.raises(SpecError, match="hidden"):
+            sw.parse_hidden(bad)
+    assert str(sw.parse_hidden("iso_params:50_000")) == "iso_params:50000"
+    assert sw.parse_hidden("64") == sw.HiddenRequest("size", 64)
+
+
+# ---------------------------------------------------------------- invalid cells
+
+
+INVALID = """
+    tasks = "copy"
+    connectivities = ["butterfly", "block:groups=3", "full"]
+    hidden = [100, 64]
+    phases = ["train"]
+"""
+
+
+def test_impossible_cells_are_listed_together(tmp_path, resolver):
+    with pytest.raises(SpecError) as err:
+        load(tmp_path, INVALID, resolver)
+    msg = str(err.value)
+    assert "3 impossible cell(s)" in msg and "--skip-invalid" in msg
+    assert "butterfly at hidden=100" in msg
+    assert "block:groups=3 at hidden=100" in msg and "block:groups=3 at hidden=64" in msg
+    assert "full" not in msg.replace("groups", "")
+
+
+def test_skip_invalid_returns_skipped_cells(tmp_path, resolver):
+    s = load(tmp_path, INVALID, resolver, skip_invalid=True)
+    assert len(s.cells) == 3 and len(s.skipped) == 3
+    cell, reason = s.skipped[0]
+    assert cell.cell_id and "butterfly" in reason
+    assert {c.cell_id for c in s.cells}.isdisjoint(c.cell_id for c, _ in s.skipped)
+
+
+def test_excluding_impossible_cells_makes_the_sweep_valid(tmp_path, resolver):
+    text = INVALID + """
+    [[exclude]]
+    connectivity = ["butterfly", "block"]
+    hidden = 100
+
+    [[exclude]]
+    connectivity = "block:groups=3"
+    """
+    assert len(load(tmp_path, text, resolver)) == 3
+
+
+# ---------------------------------------------------------------------- mistakes
+
+
+def test_malformed_toml_names_the_line(tmp_path, resolver):
+    path = write(tmp_path, 'tasks = ["copy"]\nhidden = [16,\nconnectivities = = "x"\n')
+    with pytest.raises(SpecError, match=r"malformed TOML.*line 3"):
+        sw.load_sweep(path, resolver=resolver)
+
+
+@pytest.mark.parametrize("text, pattern", [
+    ("hiden = 3", r"unknown key 'hiden' \(did you mean 'hidden'\?\)"),
+    ("[trian]\nsteps = 3", r"unknown key 'trian' \(did you mean 'train'\?\)"),
+    ("[train]\nstep = 3", r"unknown key 'step' \(did you mean 'steps'\?\)"),
+    ("[speed]\nsteps = 3", r"\[speed\]: unknown key 'steps'"),
+    ("[[exclude]]\nconectivity = 'full'", r"did you mean 'connectivity'"),
+])
+def test_unknown_keys_get_did_you_mean(tmp_path, resolver, text, pattern):
+    base = 'tasks = "copy"\nconnectivities = "full"\nhidden = 8\n'
+    if not text.startswith("["):
+        base, text = text + "\n", base
+    with pytest.raises(SpecError, match=pattern):
+        load(tmp_path, base + text, resolver)
+
+
+@pytest.mark.parametrize("key, value, pattern", [
+    ("connectivities", '"diagonl"', r"unknown connectivity 'diagonl' \(did you mean 'diagonal'"),
+    ("tasks", '"copy:lenght=3"', r"no option 'lenght' \(did you mean 'length'"),
+    ("cells", '"gruu"', r"did you mean 'gru'"),
+    ("phases", '"sped"', r"unknown phase 'sped' \(did you mean 'speed'"),
+    ("dtype", '"float33"', r"did you mean 'float32'"),
+    ("devices", '"gpu"', r"device 'gpu' is not allowed"),
+    ("layers", "0", r"layers=0 must be an integer >= 1"),
+    ("seeds", '"one"', r"seed='one' must be an integer"),
+    ("hidden", "[]", r"hidden is empty"),
+])
+def test_bad_values_are_named(resolver, key, value, pattern):
+    raw = {"tasks": "copy", "connectivities": "full", "hidden": 8}
+    with pytest.raises(SpecError, match=pattern):
+        sw.expand(raw, name="x", resolver=resolver, overrides=[f"{key}={value}"])
+
+
+def test_missing_axes_and_empty_sweep(resolver):
+    with pytest.raises(SpecError, match="missing connectivities, hidden"):
+        sw.expand({"tasks": "copy"}, name="x", resolver=resolver)
+    raw = {"tasks": "copy", "connectivities": "full", "hidden": 8,
+           "exclude": [{"phase": ["speed", "memory", "train"]}]}
+    with pytest.raises(SpecError, match="expands to no cells"):
+        sw.expand(raw, name="x", resolver=resolver)
+
+
+def test_unknown_sweep_name_and_missing_file(tmp_path):
+    with pytest.raises(SpecError, match=r"unknown sweep 'smok' \(did you mean 'smoke'"):
+        sw.sweep_path("smok")
+    with pytest.raises(SpecError, match="does not exist"):
+        sw.sweep_path(tmp_path / "nope.toml")
+
+
+# ---------------------------------------------------------------------- overrides
+
+
+def test_overrides_replace_axes_and_settings(tmp_path, resolver):
+    s = load(tmp_path, BASIC, resolver, overrides=[
+        "hidden=[128,512]", "seeds=[0,1,2]", "train.steps=7", "connectivities=diagonal",
+        "speed.seeds=[5]", "tasks=copy:length=10"])
+    assert {c.hidden for c in s.cells} == {128, 512}
+    assert {c.seed for c in s.cells if c.phase == "train"} == {0, 1, 2}
+    assert {c.seed for c in s.cells if c.phase == "speed"} == {5}
+    assert {c.option("steps") for c in s.cells if c.phase == "train"} == {7}
+    assert {c.connectivity for c in s.cells} == {"diagonal"}
+    assert {c.task_spec for c in s.cells} == {"copy:length=10"}
+
+
+def test_override_errors(resolver):
+    raw = {"tasks": "copy", "connectivities": "full", "hidden": 8}
+    with pytest.raises(SpecError, match=r"unknown key 'hiden' \(did you mean 'hidden'"):
+        sw.expand(raw, name="x", resolver=resolver, overrides=["hiden=3"])
+    with pytest.raises(SpecError, match=r"did you mean 'train.steps'"):
+        sw.expand(raw, name="x", resolver=resolver, overrides=["train.step=3"])
+    with pytest.raises(SpecError, match="expected KEY=VALUE"):
+        sw.parse_override("hidden")
+    with pytest.raises(SpecError, match="not a TOML value"):
+        sw.parse_override("hidden=[1,")
+    assert sw.parse_override("hidden=iso_params:500") == ("hidden", "iso_params:500")
+    assert sw.parse_override("train.lr = 1e-3") == ("train.lr", 0.001)
+
+
+def test_lookback_table_is_validated(resolver):
+    raw = {"tasks": ["copy"], "connectivities": "full", "hidden": 8, "phases": "train",
+           "lookback": {"option": "length", "start": 10, "max": 1000, "resolution": 0.25}}
+    s = sw.expand(raw, name="x", resolver=resolver)
+    assert s.lookback == {"option": "length", "start": 10, "max": 1000, "resolution": 0.25}
+    raw["lookback"]["option"] = "lenght"
+    with pytest.raises(SpecError, match=r"no option 'lenght' \(did you mean 'length'"):
+        sw.expand(raw, name="x", resolver=resolver)
+    raw["lookback"] = {"start": 100, "max": 10}
+    with pytest.raises(SpecError, match="above max"):
+        sw.expand(raw, name="x", resolver=resolver)
+    raw["lookback"] = {"strat": 100}
+    with pytest.raises(SpecError, match="did you mean 'start'"):
+        sw.expand(raw, name="x", resolver=resolver)
+
+
+def test_with_task_option(resolver):
+    s = sw.expand({"tasks": "copy:length=10", "connectivities": "full", "hidden": 8,
+                   "phases": "train", "lookback": {}}, name="x", resolver=resolver)
+    assert s.lookback == {"option": "length"}
+    probe = sw.with_task_option(s.cells[0], "length", 40, resolver=resolver)
+    assert probe.task_spec == "copy:length=40" and probe.seq_len == 60
+    assert probe.cell_id != s.cells[0].cell_id
+    assert sw.with_task_option(probe, "length", 10, resolver=resolver) == s.cells[0]
+
+
+# ------------------------------------------------- the real registries and sweeps
+
+
+@pytest.fixture(scope="module")
+def real():
+    pytest.importorskip("torch")
+    return sw.Resolver()
+
+
+def test_shipped_sweeps_expand(real):
+    assert {"smoke", "default", "paper", "trask", "lookback"} <= set(sw.shipped_sweeps())
+    for name in ("smoke", "default", "trask", "lookback"):
+        s = sw.load_sweep(name, resolver=real)
+        assert s.cells and not s.skipped, name
+        assert s.description
+    # paper at fixed sizes only: its iso_params arm is slow to resolve, not wrong
+    assert len(sw.load_sweep("paper", overrides=["hidden=[128]"], resolver=real)) > 1000
+
+
+def test_smoke_covers_every_phase_and_a_budget(real):
+    s = sw.load_sweep("smoke", resolver=real)
+    assert {c.phase for c in s.cells} == {"speed", "memory", "train"}
+    assert len(s) <= 15  # it must stay a smoke test
+    budget = [c for c in s.cells if c.hidden_request.startswith("iso_params")]
+    assert budget and budget[0].hidden % 4 == 0
+
+
+def test_default_covers_every_task_and_structure(real):
+    import tasks
+    from bench import connectivity
+
+    s = sw.load_sweep("default", resolver=real)
+    train = [c for c in s.cells if c.phase == "train"]
+    assert {c.task for c in train} == set(tasks.names())
+    assert {c.connectivity for c in s.cells} == set(connectivity.names())
+
+
+def test_real_impossible_sizes(real):
+    raw = {"tasks": "copy", "connectivities": ["butterfly", "block:groups=3", "full"],
+           "hidden": [100, 64], "phases": "train"}
+    with pytest.raises(SpecError, match=r"3 impossible cell\(s\)") as err:
+        sw.expand(raw, name="x", resolver=real)
+    assert "butterfly:init=default at hidden=100" in str(err.value)
+    s = sw.expand(raw, name="x", resolver=real, skip_invalid=True)
+    assert len(s.skipped) == 3 and len(s.cells) == 3
+
+
+def test_real_iso_params_matches_brute_force(real):
+    from bench.model import SequenceModel
+
+    budget, task = 3000, "binary_addition"
+    s = sw.expand({"tasks": task, "connectivities": ["full", "diagonal", "butterfly",
+                                                     "random"],
+                   "hidden": f"iso_params:{budget}", "phases": "train"},
+                  name="x", resolver=real)
+    t = real._task(s.cells[0].task_spec)
+    for c in s.cells:
+        def total(h, c=c):
+            return SequenceModel(t.input_size, h, t.output_size, cell=c.cell,
+                                 connectivity=c.connectivity_spec,
+                                 readout=t.readout).param_counts()["total"]
+        # totals grow with the size, so beating both valid neighbours is the optimum
+        spec, h = c.connectivity_spec, c.hidden
+        below = next(x for x in range(h - 1, 0, -1) if _valid(real, spec, x))
+        above = next(x for x in range(h + 1, 4 * h) if _valid(real, spec, x))
+        gap = abs(total(h) - budget)
+        assert gap <= abs(total(below) - budget) and gap < abs(total(above) - budget), spec
+        assert total(below) < budget < total(above) + gap, spec
+
+
+def test_cells_fit_the_schema_and_asdict(real):
+    import dataclasses
+
+    from bench.schema import COLUMN_NAMES
+
+    cell = next(c for c in sw.load_sweep("smoke", resolver=real).cells if c.phase == "train")
+    assert set(cell.row_fields()) <= set(COLUMN_NAMES)
+    plain = dataclasses.asdict(cell)
+    assert plain["options"]["steps"] == cell.option("steps")
+    assert plain["task"] == cell.task and plain["connectivity_spec"] == cell.connectivity_spec
+    assert hash(cell) == hash(dataclasses.replace(cell))
+
+
+def test_presets_are_checked_per_task(resolver):
+    raw = {"tasks": "binary_addition", "connectivities": "full", "hidden": 16,
+           "phases": "train", "train": {"preset": "trask"}}
+    assert sw.expand(raw, name="x", resolver=resolver).cells[0].option("preset") == "trask"
+    raw["train"]["preset"] = "trsk"
+    with pytest.raises(SpecError, match=r"no preset 'trsk' \(did you mean 'trask'"):
+        sw.expand(raw, name="x", resolver=resolver)
+    raw["train"]["preset"] = "trask"
+    raw["tasks"] = ["binary_addition", "copy"]
+    with pytest.raises(SpecError, match=r"task 'copy' has no preset 'trask'; its presets: none"):
+        sw.expand(raw, name="x", resolver=resolver)
