@@ -62,7 +62,10 @@ class Cell(nn.Module):
         super().__init__()
         self.input_size, self.hidden, self.vocab = input_size, hidden, vocab
         width = self.gates * hidden
-        self.rec = connectivity.make(connectivity_spec, hidden, gates=self.gates, init=init)
+        # the model-wide init only overrides the structure's own when it is set:
+        # `full:init=uniform` inside a default model keeps its uniform W_hh
+        overrides = {} if init == "default" else {"init": init}
+        self.rec = connectivity.make(connectivity_spec, hidden, gates=self.gates, **overrides)
         bound = 1.0 if init == "uniform" else 1.0 / math.sqrt(hidden)
         # With a vocabulary the projection is a lookup table: the same numbers as a
         # one-hot input times W_ih, without the one-hot.

@@ -85,3 +85,11 @@ def test_bad_input_shape():
     m = SequenceModel(3, 8, 2)
     with pytest.raises(SpecError, match=r"expected input of shape \(B, T, 3\), got \(2, 5, 4\)"):
         m(torch.randn(2, 5, 4))
+
+
+def test_structure_init_option_is_kept_unless_model_overrides():
+    m = SequenceModel(2, 16, 1, connectivity="full:init=uniform")
+    assert m.recurrences()[0].spec == "full:init=uniform"
+    assert m.recurrences()[0].weight.abs().max() > 0.5  # default bound would be 0.25
+    m = SequenceModel(2, 16, 1, connectivity="full", init="uniform")
+    assert m.recurrences()[0].spec == "full:init=uniform"

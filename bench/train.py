@@ -1,0 +1,396 @@
+"""One training loop for every task, and the `connbench train` command.
+
+`train()` builds a SequenceModel for a task, trains it with the task's default
+optimizer settings (each overridable, or taken from a named preset such as `trask`),
+evaluates on the task's fixed evaluation set every `eval_every` steps, and stops early
+once the task's solved criterion is met. It never lets a training error escape: a
+NaN/inf loss gives status `diverged`, any other exception status `failed` with the
+message. Mistakes in the request (unknown task, cell, structure, preset, a bad
+value) raise SpecError before any training starts.
+
+Precedence of settings: explicit arguments > preset > task defaults.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any
+
+from bench.registry import SpecError
+
+MODEL_KEYS = ("hidden", "cell", "bias", "init", "layers")  # what a preset may set on the model
+EVAL_CHUNK = 512  # sequences per evaluation forward, to bound memory
+
+
+@dataclass
+class TrainResult:
+    """Outcome of one training run (see docs/API.md)."""
+
+    task: str
+    connectivity: str
+    cell: str
+    hidden: int
+    layers: int
+    seed: int
+    status: str  # ok, diverged, failed
+    solved: bool
+    steps_to_solve: int | None
+    steps: int  # optimizer steps actually taken
+    wall_time_s: float
+    metrics: dict[str, float]
+    chance: dict[str, float]
+    history: list[dict[str, float | None]]  # step, train_loss (None at step 0), metrics
+    params: dict[str, int]
+    primary_metric: str
+    higher_is_better: bool
+    error: str = ""
+    stop_reason: str = ""  # solved, steps, time, diverged, failed
+    config: dict[str, Any] = field(default_factory=dict)  # effective training settings
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-safe dict: non-finite floats become None."""
+        return _json_safe(asdict(self))
+
+
+def _json_safe(obj: Any) -> Any:
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: _json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_json_safe(v) for v in obj]
+    return obj
+
+
+def _canonical_connectivity(spec: str, hidden: int) -> str:
+    from bench import connectivity
+
+    connectivity.check(spec, hidden)
+    return connectivity.canonical(spec)
+
+
+def _check_cell(cell: str) -> None:
+    from bench.cells import CELLS
+
+    CELLS.get(cell)
+
+
+def _build_optimizer(name: str, params, lr: float):
+    import torch
+
+    if name == "sgd":
+        return torch.optim.SGD(params, lr=lr)
+    if name == "adam":
+        return torch.optim.Adam(params, lr=lr)
+    if name == "rmsprop":
+        return torch.optim.RMSprop(params, lr=lr)
+    raise SpecError(f"unknown optimizer {name!r}; known: sgd, adam, rmsprop")
+
+
+def evaluate(model, task, x, y) -> dict[str, float]:
+    """Task metrics of `model` on (x, y), forward in chunks without gradients."""
+    import torch
+
+    was_training = model.training
+    model.eval()
+    with torch.no_grad():
+        out = torch.cat([model(xc) for xc in x.split(EVAL_CHUNK)])
+        metrics = task.metrics(out, y)
+    model.train(was_training)
+    return metrics
+
+
+def train(
+    task,
+    *,
+    cell: str | None = None,
+    connectivity: str = "full",
+    hidden: int | None = None,
+    layers: int | None = None,
+    steps: int | None = None,
+    lr: float | None = None,
+    batch: int | None = None,
+    seed: int = 0,
+    preset: str | None = None,
+    device: str = "cpu",
+    progress: Callable[[int, int, float, dict], None] | None = None,
+    max_time_s: float | None = None,
+    optimizer: str | None = None,
+    clip: float | None = None,
+    eval_every: int | None = None,
+    stop_when_solved: bool = True,
+) -> TrainResult:
+    """Train one model on one task; see the module docstring for the rules.
+
+    `task` is a Task or a spec string. `progress(step, total, loss, metrics)` is called
+    after every evaluation (loss: mean training loss since the previous one).
+    `max_time_s` stops at a wall-clock budget (status ok, stop_reason "time").
+    """
+    import torch
+
+    import tasks as task_registry
+    from bench.model import SequenceModel
+
+    # ---- resolve and validate everything first: user mistakes raise SpecError here
+    if isinstance(task, str):
+        task = task_registry.make(task)
+    chosen = None
+    if preset is not None:
+        if preset not in task.presets:
+            known = ", ".join(task.presets) or "none"
+            raise SpecError(f"task {task.name!r} has no preset {preset!r}; its presets: {known}")
+        chosen = task.presets[preset]
+        if chosen.task:
+            task = task_registry.make(_merge_spec(task, chosen.task))
+    model_cfg: dict[str, Any] = {"cell": "rnn_tanh", "layers": 1, "bias": True, "init": "default"}
+    model_cfg.update(chosen.model if chosen else {})
+    given = {"cell": cell, "hidden": hidden, "layers": layers}
+    model_cfg.update({k: v for k, v in given.items() if v is not None})
+    if model_cfg.get("hidden") is None:
+        raise SpecError("hidden size missing: pass hidden=H (or a preset that sets it)")
+    for key in ("hidden", "layers"):
+        if not isinstance(model_cfg[key], int) or model_cfg[key] < 1:
+            raise SpecError(f"{key}={model_cfg[key]!r} must be a positive integer")
+    # a preset's None is meaningful (clip=None: Trask never clips), so replace, not updated
+    defaults = replace(task.defaults, **(chosen.train if chosen else {}))
+    defaults = defaults.updated(
+        steps=steps, lr=lr, batch=batch, optimizer=optimizer, eval_every=eval_every
+    )
+    if clip is not None:
+        defaults = defaults.updated(clip=clip if clip > 0 else None)
+    _check_positive(steps=defaults.steps, batch=defaults.batch, eval_every=defaults.eval_every)
+    if not defaults.lr > 0:
+        raise SpecError(f"lr={defaults.lr!r} must be a positive number")
+    if defaults.optimizer not in task_registry.OPTIMIZERS:
+        raise SpecError(
+            f"unknown optimizer {defaults.optimizer!r}; "
+            f"known: {', '.join(task_registry.OPTIMIZERS)}"
+        )
+    _check_cell(model_cfg["cell"])
+    conn_spec = _canonical_connectivity(connectivity, model_cfg["hidden"])
+    if hasattr(task, "prepare"):
+        task.prepare()  # corpus download/read errors surface now, not mid-run
+
+    torch.manual_seed(seed)
+    model = SequenceModel(
+        task.input_size,
+        model_cfg["hidden"],
+        task.output_size,
+        cell=model_cfg["cell"],
+        connectivity=conn_spec,
+        layers=model_cfg["layers"],
+        bias=model_cfg["bias"],
+        readout=task.readout,
+        vocab=task.vocab,
+        init=model_cfg["init"],
+    ).to(device)
+    # the structure as built: its spec then carries the init the model gave it
+    built = model.recurrences()[0].spec if hasattr(model, "recurrences") else conn_spec
+    opt = _build_optimizer(defaults.optimizer, model.parameters(), defaults.lr)
+    higher = task.metrics_info[task.primary_metric]
+    result = TrainResult(
+        task=task.spec,
+        connectivity=built,
+        cell=model_cfg["cell"],
+        hidden=model_cfg["hidden"],
+        layers=model_cfg["layers"],
+        seed=seed,
+        status="ok",
+        solved=False,
+        steps_to_solve=None,
+        steps=0,
+        wall_time_s=0.0,
+        metrics={},
+        chance=dict(task.chance),
+        history=[],
+        params=dict(model.param_counts()),
+        primary_metric=task.primary_metric,
+        higher_is_better=higher,
+        config={
+            **asdict(defaults),
+            "preset": preset,
+            "bias": model_cfg["bias"],
+            "init": model_cfg["init"],
+            "device": str(device),
+            "max_time_s": max_time_s,
+            "stop_when_solved": stop_when_solved,
+        },
+    )
+
+    # ---- the loop: nothing escapes from here on
+    t0 = time.perf_counter()
+    try:
+        _loop(model, task, opt, defaults, result, seed, device, progress, max_time_s,
+              stop_when_solved, t0)
+    except Exception as exc:  # noqa: BLE001  (a run must report, not crash a sweep)
+        result.status, result.stop_reason = "failed", "failed"
+        result.error = f"{type(exc).__name__}: {exc}"
+    result.wall_time_s = time.perf_counter() - t0
+    return result
+
+
+def _loop(model, task, opt, defaults, result, seed, device, progress, max_time_s,
+          stop_when_solved, t0) -> None:
+    import torch
+
+    gen = torch.Generator().manual_seed(seed)
+    eval_x, eval_y = (t.to(device) for t in task.eval_set(seed))
+    params = [p for p in model.parameters() if p.requires_grad]
+    total = defaults.steps
+    # summed on device, read only at evaluations: no per-step host sync, and a NaN or
+    # inf anywhere since the last evaluation survives in the sum
+    loss_sum = torch.zeros((), device=device)
+    since = 0
+
+    def record(step: int) -> bool:
+        """Evaluate and log; returns True when training should stop."""
+        nonlocal loss_sum, since
+        # None at step 0: no training loss yet (NaN would mean diverged)
+        train_loss = (loss_sum / since).item() if since else None
+        metrics = evaluate(model, task, eval_x, eval_y)
+        result.history.append({"step": step, "train_loss": train_loss, **metrics})
+        finite = train_loss is None or math.isfinite(train_loss)
+        if not (finite and all(math.isfinite(v) for v in metrics.values())):
+            result.status = "diverged"
+            result.stop_reason = "diverged"
+            result.error = f"non-finite loss or metric at step {step}"
+            return True
+        result.metrics = metrics
+        loss_sum = torch.zeros((), device=device)
+        since = 0
+        if progress is not None:
+            progress(step, total, float("nan") if train_loss is None else train_loss, metrics)
+        if not result.solved and task.solved(metrics):
+            result.solved, result.steps_to_solve = True, step
+            if stop_when_solved:
+                result.stop_reason = "solved"
+                return True
+        return False
+
+    if record(0):
+        return
+    model.train()
+    for step in range(1, total + 1):
+        x, y = task.sample(defaults.batch, gen)
+        x, y = x.to(device), y.to(device)
+        loss = task.loss(model(x), y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if defaults.clip:
+            torch.nn.utils.clip_grad_norm_(params, defaults.clip)
+        opt.step()
+        loss_sum += loss.detach()
+        since += 1
+        result.steps = step
+        out_of_time = max_time_s is not None and time.perf_counter() - t0 >= max_time_s
+        if step % defaults.eval_every == 0 or step == total or out_of_time:
+            if record(step):
+                return
+        if out_of_time:
+            result.stop_reason = "time"
+            return
+    result.stop_reason = "steps"
+
+
+def _merge_spec(task, options: dict[str, Any]) -> str:
+    from bench.registry import format_spec
+
+    return format_spec(task.name, {**task.options, **options})
+
+
+def _check_positive(**values: Any) -> None:
+    for key, value in values.items():
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise SpecError(f"{key}={value!r} must be a positive integer")
+
+
+# ------------------------------------------------------------------------------ CLI
+
+
+def add_arguments(parser) -> None:
+    """Arguments of `connbench train`."""
+    parser.add_argument("--task", required=True, help="task spec, e.g. copy:length=100")
+    parser.add_argument("--connectivity", default="full", help="structure spec (default full)")
+    parser.add_argument(
+        "--cell", default=None, help="rnn_tanh (default), rnn_relu, rnn_sigmoid, gru, lstm"
+    )
+    parser.add_argument("--hidden", type=int, default=None, help="hidden units (or from a preset)")
+    parser.add_argument("--layers", type=int, default=None, help="recurrent layers (default 1)")
+    parser.add_argument("--steps", type=int, default=None, help="training steps (task default)")
+    parser.add_argument("--lr", type=float, default=None, help="learning rate (task default)")
+    parser.add_argument("--batch", type=int, default=None, help="batch size (task default)")
+    parser.add_argument("--optimizer", default=None, help="sgd, adam or rmsprop (task default)")
+    parser.add_argument("--preset", default=None, help="a task preset, e.g. trask")
+    parser.add_argument("--seed", type=int, default=0, help="seed (default 0)")
+    parser.add_argument("--max-time", type=float, default=None, help="wall-clock budget, seconds")
+    parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads")
+    parser.add_argument(
+        "--no-early-stop", action="store_true", help="train all steps even once solved"
+    )
+    parser.add_argument("--device", default="cpu", help="cpu or cuda")
+    parser.add_argument("--json", action="store_true", help="print the result as one JSON line")
+
+
+def _progress_line(step: int, total: int, loss: float, metrics: dict) -> None:
+    shown = " ".join(f"{k} {v:.4g}" for k, v in metrics.items())
+    line = f"\rstep {step}/{total}  loss {loss:.4g}  {shown}   "
+    print(line, end="", file=sys.stderr, flush=True)
+
+
+def main(args) -> int:
+    """Run `connbench train`; exit 0 unless the run failed."""
+    import torch
+
+    if args.threads is not None:
+        if args.threads < 1:
+            raise SpecError(f"--threads {args.threads} must be at least 1")
+        torch.set_num_threads(args.threads)
+    result = train(
+        args.task,
+        cell=args.cell,
+        connectivity=args.connectivity,
+        hidden=args.hidden,
+        layers=args.layers,
+        steps=args.steps,
+        lr=args.lr,
+        batch=args.batch,
+        optimizer=args.optimizer,
+        seed=args.seed,
+        preset=args.preset,
+        device=args.device,
+        progress=_progress_line,
+        max_time_s=args.max_time,
+        stop_when_solved=not args.no_early_stop,
+    )
+    print(file=sys.stderr)  # end the carriage-return progress line
+    if args.json:
+        d = result.to_dict()
+        keys = ("task", "connectivity", "cell", "hidden", "seed", "steps", "status", "solved",
+                "steps_to_solve", "metrics", "chance", "params", "layers", "wall_time_s",
+                "primary_metric", "higher_is_better", "stop_reason", "error", "config")
+        print(json.dumps({k: d[k] for k in keys}))
+    else:
+        print(_summary(result))
+    return 1 if result.status == "failed" else 0
+
+
+def _summary(r: TrainResult) -> str:
+    lines = [
+        f"{r.task}  {r.cell} {r.connectivity} hidden {r.hidden}  seed {r.seed}",
+        f"status {r.status} ({r.stop_reason}) after {r.steps} steps, {r.wall_time_s:.1f} s"
+        + (f"; solved at step {r.steps_to_solve}" if r.solved else "; not solved"),
+    ]
+    for name, value in r.metrics.items():
+        chance = r.chance.get(name)
+        shown = f"  {name} {value:.4f}"
+        lines.append(shown + (f"  (chance {chance:.4f})" if chance is not None else ""))
+    p = r.params
+    lines.append(f"  params {p.get('total')} total, recurrent stored {p.get('recurrent_stored')}")
+    if r.error:
+        lines.append(f"  error: {r.error}")
+    return "\n".join(lines)
