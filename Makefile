@@ -5,6 +5,7 @@ PYTHON ?= python3
 TORCH  ?= torch==2.13.0
 VENV   ?= .venv
 SWEEP  ?= default
+WORKERS ?= 2
 RESULTS ?= results
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.connbench-installed
@@ -25,7 +26,7 @@ test: setup
 	$(PY) -m pytest tests
 
 bench: setup
-	$(PY) -m bench run $(SWEEP) --results $(RESULTS)
+	$(PY) -m bench run $(SWEEP) --results $(RESULTS) --workers $(WORKERS)
 	$(PY) -m bench report $(SWEEP) --results $(RESULTS)
 
 report: setup

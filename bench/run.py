@@ -1,0 +1,416 @@
+"""`connbench run SWEEP`: run a sweep's cells into the results store.
+
+    connbench run SWEEP [--results DIR] [--set KEY=VALUE ...] [--workers N]
+                        [--executor local|ray] [--address ADDR] [--force] [--quiet]
+                        [--skip-invalid]
+
+Everything that can be wrong with the input (the TOML, names, options, sizes, an empty
+sweep, an unwritable results directory) is checked before the first cell runs.
+
+Executors:
+
+* ``local`` (default): speed and memory cells run first, one at a time, with nothing
+  else running; then the train cells, in this process or, with ``--workers N``, in a
+  pool of N spawned processes (each with ``cpu_count // N`` torch threads).
+* ``ray``: every cell is a Ray task (see ``bench.ray_executor``).
+
+In both, the driver (this process) writes each finished cell's rows as one atomic
+part file named by its cell id, so a rerun skips finished cells and ``--force`` redoes
+them. A cell that raises is recorded as ``failed`` with its message and the sweep
+goes on.
+
+A sweep with a ``[lookback]`` table is run as a search instead of a grid: for each
+of its base cells the task's length option is doubled until training fails and the
+boundary is then bisected; every trained length is a train cell of its own (see
+``run_lookback``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+from bench.registry import SpecError
+
+RowsCallback = Callable[[Any, list[dict]], None]
+
+
+# --------------------------------------------------------------------------- CLI
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("sweep", help="a shipped sweep name (smoke, default, paper, trask, "
+                        "lookback) or the path of a TOML file")
+    parser.add_argument("--results", default="results", metavar="DIR",
+                        help="results directory; rows go to DIR/<sweep>/ (default: results)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[],
+                        metavar="KEY=VALUE", help="override a sweep axis, e.g. "
+                        "--set hidden=[128,512] --set seeds=[0,1] (repeatable)")
+    parser.add_argument("--workers", type=int, default=1, metavar="N",
+                        help="local executor: N processes for train cells (default 1: "
+                        "in-process)")
+    parser.add_argument("--executor", choices=("local", "ray"), default="local",
+                        help="where cells run (default: local)")
+    parser.add_argument("--address", default=None, metavar="ADDR",
+                        help="ray: address of a running cluster (default: start a local "
+                        "Ray instance)")
+    parser.add_argument("--force", action="store_true", help="redo cells already finished")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar or summary")
+    parser.add_argument("--skip-invalid", action="store_true",
+                        help="record impossible cells as skipped instead of refusing the sweep")
+
+
+def main(args: argparse.Namespace) -> int:
+    if args.workers < 1:
+        raise SpecError(f"--workers {args.workers}: must be at least 1")
+    if args.address and args.executor != "ray":
+        raise SpecError("--address needs --executor ray")
+    if args.executor == "ray":
+        try:
+            import ray  # noqa: F401
+        except ImportError:
+            raise SpecError("--executor ray: ray is not installed; "
+                            "pip install 'connbench[ray]'") from None
+
+    from bench import store
+    from bench.sweep import load_sweep
+
+    sweep = load_sweep(args.sweep, overrides=tuple(args.overrides),
+                       skip_invalid=args.skip_invalid)
+    cells = list(sweep.cells)
+    skipped = list(getattr(sweep, "skipped", []) or [])
+    if not cells and not skipped:
+        raise SpecError(f"sweep {sweep.name!r} has no cells; check its axes and excludes")
+    results = Path(args.results)
+    store.check_writable(results, sweep.name)
+    runner = Runner(
+        results=results,
+        sweep_name=sweep.name,
+        executor=args.executor,
+        workers=args.workers,
+        address=args.address,
+        force=args.force,
+        quiet=args.quiet,
+    )
+    t0 = time.perf_counter()
+    lookback = getattr(sweep, "lookback", None)
+    if lookback:
+        counts = run_lookback(runner, sweep, lookback)
+    else:
+        counts = runner.run(cells, skipped)
+    if not args.quiet:
+        summary = ", ".join(f"{n} {s}" for s, n in sorted(counts.items()) if n) or "nothing"
+        print(f"connbench run {sweep.name}: {summary} in {time.perf_counter() - t0:.0f} s "
+              f"-> {results / sweep.name}", file=sys.stderr)
+    return 1 if counts.get("lost") else 0
+
+
+# --------------------------------------------------------------------------- store glue
+def write_rows(results: Path, sweep_name: str, cell_id: str, rows: list[dict]) -> None:
+    """Persist one cell's rows atomically (the store's per-cell parquet file)."""
+    from bench import store
+
+    store.write_cell(results, sweep_name, cell_id, rows)
+
+
+def done_ids(results: Path, sweep_name: str) -> set[str]:
+    from bench import store
+
+    return set(store.done_ids(results, sweep_name))
+
+
+def cell_status(rows: list[dict]) -> str:
+    """The cell's overall status: its worst row status."""
+    statuses = {r.get("status") for r in rows if r.get("phase") != "history"} or {"ok"}
+    for s in ("failed", "diverged", "skipped"):
+        if s in statuses:
+            return s
+    return "ok"
+
+
+def skipped_cell(item: Any) -> tuple[Any, str]:
+    """(cell, reason) of an entry of ``Sweep.skipped``."""
+    if isinstance(item, tuple) and len(item) == 2:
+        return item
+    for attr in ("reason", "error", "message"):
+        if hasattr(item, attr) and hasattr(item, "cell"):
+            return item.cell, str(getattr(item, attr))
+    return item, str(getattr(item, "reason", "invalid cell"))
+
+
+# --------------------------------------------------------------------------- runner
+class Runner:
+    """Runs cells with one executor, writes their rows, keeps the progress bar."""
+
+    def __init__(self, *, results: Path, sweep_name: str, executor: str = "local",
+                 workers: int = 1, address: str | None = None, force: bool = False,
+                 quiet: bool = False):
+        self.results = Path(results)
+        self.sweep_name = sweep_name
+        self.executor = executor
+        self.workers = workers
+        self.address = address
+        self.force = force
+        self.quiet = quiet
+        self.counts: Counter[str] = Counter()
+        self.finished: dict[str, list[dict]] = {}
+
+    # cells whose part file exists are skipped unless --force
+    def pending(self, cells: Iterable[Any]) -> list[Any]:
+        cells = list(cells)
+        if self.force:
+            return cells
+        done = done_ids(self.results, self.sweep_name)
+        return [c for c in cells if _cell_id(c) not in done]
+
+    def run(self, cells: list[Any], skipped: Iterable[Any] = ()) -> Counter[str]:
+        from bench.measure import cell_phase, error_row
+
+        todo = self.pending(cells)
+        if len(cells) > len(todo):
+            self.counts["already done"] += len(cells) - len(todo)
+        skipped_todo = []
+        done = set() if self.force else done_ids(self.results, self.sweep_name)
+        for item in skipped:
+            cell, reason = skipped_cell(item)
+            if _cell_id(cell) in done:
+                self.counts["already done"] += 1
+            else:
+                skipped_todo.append((cell, reason))
+        for cell, reason in skipped_todo:
+            phase = {"speed": "fwd+bwd"}.get(cell_phase(cell), cell_phase(cell))
+            self._record(cell, [error_row(cell, self.sweep_name, phase, "skipped", reason)])
+        if not todo:
+            return self.counts
+        bar = _progress(len(todo), self.sweep_name, self.quiet)
+        try:
+            if self.executor == "ray":
+                from bench.ray_executor import run_ray
+
+                lost = run_ray(todo, self.sweep_name, self._callback(bar),
+                               address=self.address, on_start=_on_start(bar))
+            else:
+                lost = run_local(todo, self.sweep_name, self._callback(bar),
+                                 workers=self.workers, on_start=_on_start(bar))
+        finally:
+            bar.close()
+        if lost:
+            self.counts["lost"] += len(lost)
+            print(f"connbench run: {len(lost)} cell(s) did not finish (their worker died); "
+                  "rerun the same command to finish them", file=sys.stderr)
+        return self.counts
+
+    def _record(self, cell: Any, rows: list[dict]) -> None:
+        from bench.measure import error_row
+        from bench.store import StoreError
+
+        cid = _cell_id(cell)
+        try:
+            write_rows(self.results, self.sweep_name, cid, rows)
+        except StoreError as exc:  # a measurement bug must not stop the sweep either
+            phase = next((r.get("phase") for r in rows), None) or "train"
+            rows = [error_row(cell, self.sweep_name, phase, "failed",
+                              f"rows could not be stored: {exc}")]
+            write_rows(self.results, self.sweep_name, cid, rows)
+        self.finished[cid] = rows
+        self.counts[cell_status(rows)] += 1
+
+    def _callback(self, bar) -> RowsCallback:
+        def on_rows(cell: Any, rows: list[dict]) -> None:
+            self._record(cell, rows)
+            bar.update(1)
+
+        return on_rows
+
+
+def _cell_id(cell: Any) -> str:
+    if isinstance(cell, dict):
+        return str(cell["cell_id"])
+    return str(cell.cell_id)
+
+
+class _NoBar:
+    def update(self, n: int = 1) -> None: ...
+    def set_postfix_str(self, s: str, refresh: bool = True) -> None: ...
+    def close(self) -> None: ...
+
+
+def _progress(total: int, desc: str, quiet: bool):
+    if quiet:
+        return _NoBar()
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=desc, unit="cell", dynamic_ncols=True, file=sys.stderr)
+
+
+def _on_start(bar) -> Callable[[Any], None]:
+    from bench.measure import describe
+
+    def on_start(cell: Any) -> None:
+        bar.set_postfix_str(describe(cell)[:70])
+
+    return on_start
+
+
+# --------------------------------------------------------------------------- local executor
+def run_local(cells: list[Any], sweep_name: str, on_rows: RowsCallback, *, workers: int = 1,
+              on_start: Callable[[Any], None] = lambda c: None) -> list[Any]:
+    """Speed/memory cells alone and in order, then train cells (in-process or a pool).
+
+    Returns the cells that did not finish (a pool worker died), which were not recorded.
+    """
+    from bench.measure import is_exclusive, measure_cell
+
+    exclusive = [c for c in cells if is_exclusive(c)]
+    train = [c for c in cells if not is_exclusive(c)]
+    for cell in exclusive:
+        on_start(cell)
+        on_rows(cell, measure_cell(cell, sweep_name))
+    if workers <= 1 or len(train) <= 1:
+        for cell in train:
+            on_start(cell)
+            on_rows(cell, measure_cell(cell, sweep_name))
+        return []
+    return _run_pool(train, sweep_name, on_rows, workers, on_start)
+
+
+def _pool_measure(cell: Any, sweep_name: str, threads: int) -> list[dict]:
+    from bench.measure import measure_cell
+
+    return measure_cell(cell, sweep_name, threads=threads)
+
+
+def _run_pool(cells, sweep_name, on_rows, workers, on_start) -> list[Any]:
+    import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+    from concurrent.futures.process import BrokenProcessPool
+
+    threads = max(1, (os.cpu_count() or 1) // workers)
+    lost = []
+    # spawn, not fork: a forked child of a process that already ran OpenMP can hang
+    with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn")) as pool:
+        futures = {pool.submit(_pool_measure, c, sweep_name, threads): c for c in cells}
+        for fut in as_completed(futures):
+            cell = futures[fut]
+            try:
+                rows = fut.result()
+            except BrokenProcessPool:
+                lost.append(cell)
+                continue
+            on_start(cell)
+            on_rows(cell, rows)
+    return lost
+
+
+# --------------------------------------------------------------------------- lookback
+def run_lookback(runner: Runner, sweep: Any, spec: Any) -> Counter[str]:
+    """Longest length each train cell solves: double until failure, then bisect.
+
+    ``spec`` is the sweep's ``[lookback]`` table (validated by ``bench.sweep``):
+    ``option`` (the task option that sets the length, default ``length``), ``start``
+    (first length, default the base cell's own), ``max`` (largest length tried,
+    default 1024) and ``resolution`` (stop bisecting when the bracket is narrower than
+    this fraction of its lower end, default 0.125). Every trained length is its own
+    train cell and part file, so a resumed search replays finished lengths from the
+    store instead of training them again. Speed and memory cells of the sweep run as
+    a normal grid first.
+    """
+    from bench.measure import cell_phase
+    from bench.registry import split_spec
+    from bench.sweep import with_task_option
+
+    cfg = _lookback_config(spec)
+    others = [c for c in sweep.cells if cell_phase(c) != "train"]
+    if others:
+        runner.run(others, getattr(sweep, "skipped", []) or [])
+    groups = [c for c in sweep.cells if cell_phase(c) == "train"]
+    resolver = getattr(sweep, "resolver", None)
+    bar = _progress(len(groups), f"{sweep.name} (lookback)", runner.quiet)
+    runner.quiet, quiet = True, runner.quiet  # one bar for the search, not one per length
+    try:
+        for base in groups:
+            _on_start(bar)(base)
+            start = cfg["start"]
+            if start is None:
+                start = int(split_spec(base.task_spec)[1].get(cfg["option"], 1) or 1)
+
+            def solved_at(length: int, base=base) -> bool:
+                cell = with_task_option(base, cfg["option"], length, resolver=resolver)
+                return _solved(_run_or_load(runner, cell))
+
+            _search(solved_at, start, max(start, cfg["max"]), cfg["resolution"])
+            bar.update(1)
+    finally:
+        bar.close()
+        runner.quiet = quiet
+    return runner.counts
+
+
+def _lookback_config(spec: Any) -> dict[str, Any]:
+    cfg: dict[str, Any] = {"option": "length", "start": None, "max": 1024, "resolution": 0.125}
+    cfg.update({k: v for k, v in dict(spec).items() if v is not None})
+    return cfg
+
+
+def _search(solved_at: Callable[[int], bool], start: int, maximum: int,
+            resolution: float) -> int:
+    """Largest length in [start, maximum] that ``solved_at`` accepts (0 if none).
+
+    Doubling from ``start`` until the first failure (or ``maximum``), then bisecting
+    between the last success and the first failure until the bracket is within
+    ``resolution`` of its lower end (and at least 1 wide).
+    """
+    lo, hi = 0, None
+    length = start
+    while True:
+        if solved_at(length):
+            lo = length
+            if length >= maximum:
+                return lo
+            length = min(2 * length, maximum)
+        else:
+            hi = length
+            break
+    if lo == 0:
+        return 0
+    while hi - lo > max(1, int(lo * resolution)):
+        mid = (lo + hi) // 2
+        if solved_at(mid):
+            lo = mid
+        else:
+            hi = mid
+    return lo
+
+
+def _run_or_load(runner: Runner, cell: Any) -> list[dict]:
+    cid = _cell_id(cell)
+    if cid in runner.finished:
+        return runner.finished[cid]
+    if not runner.force:
+        rows = _load_cell(runner.results, runner.sweep_name, cid)
+        if rows:
+            runner.counts["already done"] += 1
+            runner.finished[cid] = rows
+            return rows
+    runner.run([cell])
+    return runner.finished.get(cid, [])
+
+
+def _load_cell(results: Path, sweep_name: str, cell_id: str) -> list[dict]:
+    from bench import store
+
+    if cell_id not in done_ids(results, sweep_name):
+        return []
+    df = store.load(results, sweep_name)
+    return df[df["cell_id"] == cell_id].to_dict("records")
+
+
+def _solved(rows: list[dict]) -> bool:
+    train = [r for r in rows if r.get("phase") == "train"]
+    return bool(train) and all(r.get("status") == "ok" for r in train) and any(
+        bool(r.get("solved")) is True for r in train
+    )

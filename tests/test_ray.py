@@ -1,0 +1,52 @@
+"""The Ray executor: same cells, rows and statuses as the local one (one local Ray)."""
+
+from __future__ import annotations
+
+import pytest
+
+from bench import store
+from bench.cli import main as cli
+from bench.ray_executor import SPEED_SLOT, TRAIN_SLOT, task_options
+from bench.sweep import load_sweep
+
+FAST: list[str] = []
+
+
+def test_resource_requests():
+    cells = load_sweep("smoke", overrides=FAST[1::2]).cells
+    for cell in cells:
+        opts = task_options(cell)
+        want = 1.0 if cell.phase in ("speed", "memory") else TRAIN_SLOT
+        assert opts["resources"] == {SPEED_SLOT: want}
+        assert "num_gpus" not in opts and opts["max_retries"] >= 1
+    import dataclasses
+
+    gpu = dataclasses.replace(cells[0], device="cuda")
+    assert task_options(gpu)["num_gpus"] == 1
+
+
+def test_ray_matches_local(tmp_path, tmp_path_factory):
+    ray = pytest.importorskip("ray")
+    from test_run import smoke_results  # the local run, shared with test_run
+
+    local, remote = smoke_results(tmp_path_factory), tmp_path / "ray"
+    ray.init(num_cpus=2, resources={SPEED_SLOT: 1}, include_dashboard=False,
+             log_to_driver=False, configure_logging=False)
+    try:
+        assert cli(["run", "smoke", "--results", str(remote), "--quiet", "--executor", "ray",
+                    *FAST]) == 0
+    finally:
+        ray.shutdown()
+    a, b = store.load(local, "smoke"), store.load(remote, "smoke")
+    key = ["cell_id", "phase", "metric", "status"]
+
+    def summary(df):
+        return sorted(map(tuple, df[key].drop_duplicates().astype(str).values.tolist()))
+
+    assert summary(a) == summary(b)
+    assert sorted(a["cell_id"].unique()) == sorted(b["cell_id"].unique())
+    # train rows are deterministic given the seed: same metrics either way
+    ta = a[a["phase"] == "train"].sort_values(["cell_id", "metric"])
+    tb = b[b["phase"] == "train"].sort_values(["cell_id", "metric"])
+    assert ta["cell_id"].tolist() == tb["cell_id"].tolist()
+    assert ta["value"].to_numpy() == pytest.approx(tb["value"].to_numpy(), abs=0.05, nan_ok=True)
