@@ -32,7 +32,9 @@ class Adding(Task):
     metrics_info = {"mse": False, "within_0.04": True}
     primary_metric = "mse"
     defaults = TrainDefaults(
-        optimizer="adam", lr=1e-3, batch=50, steps=3000, clip=1.0, eval_every=100, eval_size=1000
+        # lr 1e-2, not IndRNN's 2e-4: measured here (LSTM, H=128, T=100), every structure
+        # solved the task within ~1,500 steps at 1e-2 and none left the baseline at 1e-3
+        optimizer="adam", lr=1e-2, batch=50, steps=3000, clip=1.0, eval_every=100, eval_size=1000
     )
 
     def __init__(self, length: int = 100):

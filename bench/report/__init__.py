@@ -1,0 +1,95 @@
+"""`connbench report SWEEP`: figures and REPORT.md from the results store.
+
+Reads only the store (``bench.store.load``), never the runner or torch; figure 7 and
+the butterfly check import ``bench.connectivity`` lazily. Heavy imports (pandas,
+matplotlib) happen inside ``render_report`` so that ``connbench list`` stays fast.
+
+Layout written::
+
+    <out>/<sweep>/REPORT.md
+    <out>/<sweep>/REPORT.html      (the same content for a browser)
+    <out>/<sweep>/figures/<name>.png
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("sweep", metavar="SWEEP",
+                        help="sweep name (or path to its TOML file) whose results to report")
+    parser.add_argument("--results", default="results", metavar="DIR",
+                        help="results directory (default: results)")
+    parser.add_argument("--out", default="reports", metavar="DIR",
+                        help="reports directory; writes DIR/SWEEP/ (default: reports)")
+    parser.add_argument("--dpi", type=int, default=None,
+                        help="figure resolution in dots per inch (default: 110)")
+    parser.add_argument("--no-matrices", action="store_true",
+                        help="skip figure 7 and the butterfly check (no torch import)")
+
+
+def sweep_name(sweep: str) -> str:
+    """A sweep given as a TOML path reports under its file name."""
+    return Path(sweep).stem if sweep.endswith(".toml") else sweep
+
+
+def render_report(df, sweep: str, out_dir: str, dpi: int | None = None,
+                  matrices: bool = True, butterfly_check=None) -> Path:
+    """Write REPORT.md and the figures for a results frame; return the REPORT.md path."""
+    from bench.report import data as D
+    from bench.report.claims import all_claims
+    from bench.report.figures import FIGURES
+    from bench.report.html import to_html
+    from bench.report.markdown import render
+    from bench.report.plotting import DEFAULT_DPI, style_context
+    from bench.report.style import assign_styles
+
+    df = D.prepare(df)
+    styles = assign_styles(df["label"])
+    root = Path(out_dir) / sweep
+    fig_dir = root / "figures"
+    fig_dir.mkdir(parents=True, exist_ok=True)
+    results: dict[str, str | None] = {}
+    for spec in FIGURES:
+        path = fig_dir / f"{spec.name}.png"
+        if spec.name == "matrices" and not matrices:
+            reason = "not drawn (--no-matrices)"
+        else:
+            with style_context():
+                reason = spec.draw(df, styles, str(path), dpi or DEFAULT_DPI)
+        results[spec.name] = reason
+        if reason is not None and path.exists():
+            path.unlink()  # a stale figure from an earlier, richer run would mislead
+    if not matrices and butterfly_check is None:
+        butterfly_check = (None, ["structural check not run (--no-matrices)"])
+    claims = all_claims(df, butterfly_check)
+    text = render(df, sweep, results, claims)
+    report = root / "REPORT.md"
+    _write_atomic(report, text)
+    _write_atomic(root / "REPORT.html", to_html(text, f"connbench report: {sweep}"))
+    return report
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    """Temp file then rename: a reader never sees half a report."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def main(args: argparse.Namespace) -> int:
+    from bench.report.data import NoResultsError, load_results
+
+    sweep = sweep_name(args.sweep)
+    try:
+        df = load_results(args.results, sweep)
+    except NoResultsError as exc:
+        print(f"connbench report: {exc}", file=sys.stderr)
+        return 1
+    report = render_report(df, sweep, args.out, dpi=args.dpi, matrices=not args.no_matrices)
+    print(f"wrote {report} and {report.parent / 'figures'}/")
+    return 0

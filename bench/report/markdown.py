@@ -1,0 +1,232 @@
+"""REPORT.md: setup, figures, key tables and the claims, as plain Markdown.
+
+Nothing here reads the clock: every date in the report comes from the results, so a
+rerun without new results writes the same bytes.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+
+from bench.report import data as D
+from bench.report import verdicts as V
+from bench.report.claims import Claim
+from bench.report.figures import FIGURES, lookback_table, speedup_table
+from bench.report.stats import bootstrap_median_ci
+from bench.report.style import label_order
+
+
+def _duration(seconds: float) -> str:
+    if math.isnan(seconds):
+        return "n/a"
+    h, rem = divmod(int(round(seconds)), 3600)
+    m, s = divmod(rem, 60)
+    return f"{h} h {m:02d} min {s:02d} s ({seconds:,.0f} s)"
+
+
+def setup_section(df: pd.DataFrame, sweep: str) -> list[str]:
+    env = D.environment(df)
+    first, last = D.timestamp_span(df)
+    status = df.groupby("status", dropna=False).size()
+    status_text = ", ".join(f"{k}: {v}" for k, v in status.items())
+    return [
+        "## Setup", "",
+        f"- Sweep: `{sweep}`: {len(df):,} rows, {df['cell_id'].nunique():,} cells "
+        f"({status_text}).",
+        f"- Results written between {first} and {last} (UTC, from the rows).",
+        f"- Total run time: {_duration(D.total_run_time_s(df))}, the sum of the cells' wall "
+        "times.",
+        f"- Commit: `{env['git_commit']}` (uncommitted changes: {env['git_dirty']}); "
+        f"connbench {env['connbench_version']}.",
+        f"- Environment: torch {env['torch_version']}; CUDA {env['cuda_version']}; "
+        f"cuDNN {env['cudnn_version']}; CPU {env['cpu_model']}; GPU {env['gpu_name']}; "
+        f"threads {env['threads']}; dtype {env['dtype']}; host {env['host']}.",
+        "",
+    ] + _budget_caveat(df)
+
+
+def _budget_caveat(df: pd.DataFrame) -> list[str]:
+    arms = D.mixed_budget_arms(df)
+    if not arms:
+        return []
+    return ["**Caveat: these arms pool runs that differ in a setting the results do not "
+            "record** (e.g. the training budget), so their seeds mix configurations:",
+            ""] + [f"- {a}" for a in arms] + [""]
+
+
+def failures_section(df: pd.DataFrame, limit: int = 20) -> list[str]:
+    bad = df[df["status"].isin(["failed", "diverged", "skipped"])]
+    bad = bad.drop_duplicates(["cell_id", "phase"])
+    if bad.empty:
+        return []
+    lines = ["## Cells that did not finish normally", "",
+             "Diverged training runs count as chance-level seeds in the claims; failed "
+             "and skipped cells are left out.", "",
+             "| status | phase | task | structure | H | seed | error |",
+             "|---|---|---|---|---|---|---|"]
+    for r in bad.head(limit).itertuples(index=False):
+        err = str(r.error if not pd.isna(r.error) else "").replace("|", "/")[:120]
+        lines.append(f"| {r.status} | {r.phase} | {r.task_spec} | {r.label} | "
+                     f"{r.hidden_request} | {r.seed} | {err} |")
+    if len(bad) > limit:
+        lines.append(f"| … {len(bad) - limit} more | | | | | | |")
+    return lines + [""]
+
+
+def figures_section(results: dict[str, str | None]) -> list[str]:
+    lines = ["## Figures", ""]
+    for spec in FIGURES:
+        reason = results.get(spec.name)
+        if reason is None:
+            lines.append(f"{spec.number}. [{spec.title}](figures/{spec.name}.png)")
+        else:
+            lines.append(f"{spec.number}. {spec.title}: **skipped**: {reason}. "
+                         f"Data comes from the `{spec.source}` sweep.")
+    lines.append("")
+    for spec in FIGURES:
+        if results.get(spec.name) is None:
+            lines += [f"### {spec.number}. {spec.title}", "",
+                      f"![{spec.title}](figures/{spec.name}.png)", ""]
+    return lines
+
+
+def speed_table_section(df: pd.DataFrame) -> list[str]:
+    sp = speedup_table(df)
+    if sp.empty:
+        return []
+    lines = []
+    for device in sorted(sp["device"].unique()):
+        sub = sp[sp["device"] == device]
+        hiddens = sorted(sub["hidden"].unique())
+        phase = sub["phase"].iloc[0]
+        lines += [f"### Time per step, {phase}, {device} (µs; speedup vs full)", "",
+                  "| structure | " + " | ".join(f"H={int(h)}" for h in hiddens) + " |",
+                  "|---|" + "---|" * len(hiddens)]
+        for lab in label_order(sub["label"]):
+            cells = []
+            for h in hiddens:
+                r = sub[(sub["label"] == lab) & (sub["hidden"] == h)]
+                cells.append("–" if r.empty else
+                             f"{r['value'].iloc[0] * 1e6:.3g} ({r['speedup'].iloc[0]:.2g}×)")
+            lines.append(f"| {lab} | " + " | ".join(cells) + " |")
+        lines.append("")
+    return lines
+
+
+def params_table_section(df: pd.DataFrame) -> list[str]:
+    rows = df[df["stored_params"].notna() & df["hidden"].notna()]
+    if rows.empty:
+        return []
+    grid = rows.groupby(["label", "hidden"])["stored_params"].max().reset_index()
+    hiddens = sorted(grid["hidden"].unique())
+    if len(hiddens) > 8:
+        hiddens = hiddens[:: max(1, len(hiddens) // 8)]
+    lines = ["### Stored recurrent weights per structure", "",
+             "| structure | " + " | ".join(f"H={int(h)}" for h in hiddens) + " |",
+             "|---|" + "---|" * len(hiddens)]
+    for lab in label_order(grid["label"]):
+        cells = []
+        for h in hiddens:
+            v = grid[(grid["label"] == lab) & (grid["hidden"] == h)]["stored_params"]
+            cells.append("–" if v.empty else f"{int(v.iloc[0]):,}")
+        lines.append(f"| {lab} | " + " | ".join(cells) + " |")
+    return lines + [""]
+
+
+def task_table_section(df: pd.DataFrame) -> list[str]:
+    rows = D.train_rows(df)
+    if rows.empty:
+        return []
+    lines = ["### Task results (median over seeds [95 % bootstrap CI]; solved seeds)", "",
+             "| task · cell · H | metric | chance | " + " | ".join([]) + "structure | "
+             "median [CI] | solved | median steps to solve |",
+             "|---|---|---|---|---|---|---|"]
+    for key, g in rows.groupby(D.ARM, sort=True):
+        chance = g["chance"].dropna()
+        ch = f"{float(chance.median()):.3g}" if len(chance) else "n/a"
+        for lab in label_order(g["label"]):
+            s = g[g["label"] == lab]
+            ci = bootstrap_median_ci(s["value"])
+            steps = s.loc[s["solved"], "steps_to_solve"].dropna().astype(float)
+            st = f"{np.median(steps):.3g}" if len(steps) else "–"
+            lines.append(f"| {D.arm_name(*key)} | {s['metric'].iloc[0]} | {ch} | {lab} | "
+                         f"{ci.fmt()} | {int(s['solved'].sum())}/{len(s)} | {st} |")
+    return lines + [""]
+
+
+def lookback_section(df: pd.DataFrame) -> list[str]:
+    table = lookback_table(df)
+    if table.empty:
+        return []
+    lines = ["### Lookback: longest T solved (at least half the seeds)", "",
+             "| structure | " + " | ".join(sorted(table["task"].unique())) + " |",
+             "|---|" + "---|" * table["task"].nunique()]
+    for lab in label_order(table["label"]):
+        cells = []
+        for task in sorted(table["task"].unique()):
+            r = table[(table["label"] == lab) & (table["task"] == task)]
+            cells.append("–" if r.empty else
+                         f"{r['longest_solved'].iloc[0]} (tried ≤ {r['longest_tried'].iloc[0]})")
+        lines.append(f"| {lab} | " + " | ".join(cells) + " |")
+    return lines + [""]
+
+
+RULES = [
+    f"- **fails**: the whole 95 % bootstrap CI of the structure's median gain over chance "
+    f"is below {V.FAIL_FRACTION:.0%} of full's median gain (not supported: the whole CI is "
+    "at or above it).",
+    f"- **matches / competitive** (non-inferiority): the 95 % bootstrap CI of the difference "
+    f"of medians (structure − full, good direction) has its lower end above −{V.MATCH_MARGIN:.0%}"
+    " of full's gain over chance (not supported: its upper end is below that).",
+    "- Both need full to have beaten chance (lower end of its CI above chance), else "
+    "inconclusive.",
+    f"- Both need at least {V.MIN_SEEDS} seeds on each side: one seed has no spread, so "
+    "its verdict is inconclusive (the table says what the point estimates lean to).",
+    f"- **far fewer parameters**: the other count is at least {V.FAR_FACTOR:g}× larger.",
+    "- Several arms (tasks, cells, sizes) are combined unanimously: all supported → "
+    "supported, all not supported → not supported, otherwise inconclusive.",
+    "- Seeds: a diverged run counts as a chance-level seed. Bootstrap: percentile, 4,000 "
+    "resamples, fixed seed. With 3 seeds a CI is close to [min, max] and the smallest "
+    "two-sided Mann–Whitney p is 0.1: read the seeds, not just the verdict.",
+]
+
+
+def claims_section(claims: list[Claim], figures: dict[str, str | None]) -> list[str]:
+    lines = ["## Claims", "", "Verdict rules (bench/report/verdicts.py):", ""] + RULES + [""]
+    lines += ["| # | claim | verdict |", "|---|---|---|"]
+    for i, c in enumerate(claims, 1):
+        lines.append(f"| {i} | {c.title} | **{c.verdict}**"
+                     + (" (no data)" if c.needs_sweep else "") + " |")
+    lines.append("")
+    for i, c in enumerate(claims, 1):
+        links = [f"[{name}](figures/{name}.png)" for name in c.figures
+                 if figures.get(name, "missing") is None]
+        lines += [f"### Claim {i}: {c.title}", "", f"**Verdict: {c.verdict}**", ""]
+        if c.needs_sweep:
+            first = c.needs_sweep.split("`")[0]
+            lines += [f"No data for this claim in this sweep: the `{c.needs_sweep}` sweep "
+                      f"tests it (`connbench run {first}`, then `connbench report {first}`).",
+                      ""]
+        lines += [f"Test: {c.test}", ""]
+        lines += c.evidence + [""]
+        lines.append("Figures: " + (", ".join(links) if links else "none in this report."))
+        lines.append("")
+    return lines
+
+
+def render(df: pd.DataFrame, sweep: str, figures: dict[str, str | None],
+           claims: list[Claim]) -> str:
+    lines = [f"# connbench report: `{sweep}`", "",
+             "Does an RNN need full hidden-to-hidden connectivity? Written by "
+             f"`connbench report {sweep}` from the results store only.", ""]
+    lines += setup_section(df, sweep)
+    lines += claims_section(claims, figures)
+    lines += ["## Key tables", ""]
+    lines += speed_table_section(df) + params_table_section(df)
+    lines += task_table_section(df) + lookback_section(df)
+    lines += failures_section(df)
+    lines += figures_section(figures)
+    return "\n".join(lines).rstrip() + "\n"

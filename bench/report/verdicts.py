@@ -1,0 +1,167 @@
+"""The verdict rules: small pure functions over per-seed values, so tests can pin them.
+
+All comparisons are made on the *gain over chance* in the metric's good direction
+(``sign * (value - chance)``, sign = +1 when higher is better), so one rule serves
+accuracies, MSE and bits per character alike.
+
+Thresholds (also printed in REPORT.md):
+
+* FAIL_FRACTION = 0.25 — a structure *fails* a task when the whole 95 % bootstrap CI of
+  its median recovers less than 25 % of full's median gain over chance; it does *not
+  fail* when the whole CI is at or above 25 %.
+* MATCH_MARGIN = 0.05 — a structure *matches* full (non-inferiority) when the lower end
+  of the 95 % bootstrap CI of the difference of medians (structure − full, good
+  direction) is above −5 % of full's gain over chance; it does *not match* when the
+  upper end is below that margin. A structure better than full matches it.
+* Both rules need full itself to have learned: the lower end of full's CI must be
+  above chance; otherwise the comparison is inconclusive.
+* Anything between the two sides of a rule is *inconclusive*.
+* MIN_SEEDS = 2 — with a single seed on either side there is no spread to judge: the
+  verdict is *inconclusive* and the reason says what the point estimates alone lean to.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from bench.report.stats import (
+    CI_LEVEL,
+    Interval,
+    bootstrap_diff_median_ci,
+    bootstrap_median_ci,
+    mann_whitney,
+)
+
+SUPPORTED = "supported"
+NOT_SUPPORTED = "not supported"
+INCONCLUSIVE = "inconclusive"
+
+FAIL_FRACTION = 0.25
+MATCH_MARGIN = 0.05
+MIN_SEEDS = 2
+FAR_FACTOR = 4.0  # "far fewer parameters": the other count is at least 4x larger
+
+
+@dataclass
+class Comparison:
+    """One structure against full on one arm (task, cell, hidden request)."""
+
+    verdict: str
+    reason: str
+    x: Interval
+    full: Interval
+    diff: Interval = field(default_factory=lambda: Interval(math.nan, math.nan, math.nan))
+    margin: float = math.nan
+    fraction: Interval = field(default_factory=lambda: Interval(math.nan, math.nan, math.nan))
+    p_value: float = math.nan
+    n_x: int = 0
+    n_full: int = 0
+
+
+def _gain(values, chance: float, higher_is_better: bool) -> np.ndarray:
+    sign = 1.0 if higher_is_better else -1.0
+    base = 0.0 if math.isnan(chance) else chance
+    return sign * (np.asarray(values, dtype=float) - base)
+
+
+def _full_learned(full_gain_ci: Interval, chance: float) -> bool:
+    if math.isnan(chance):
+        return True  # no baseline known: nothing to check against
+    return full_gain_ci.low > 0
+
+
+def fails(x_values, full_values, chance: float, higher_is_better: bool) -> Comparison:
+    """Does the structure fail the task (recover < FAIL_FRACTION of full's gain)?"""
+    gx = _gain(x_values, chance, higher_is_better)
+    gf = _gain(full_values, chance, higher_is_better)
+    x_ci, f_ci = bootstrap_median_ci(gx), bootstrap_median_ci(gf)
+    _, p = mann_whitney(gx, gf)
+    out = Comparison(INCONCLUSIVE, "", x_ci, f_ci, p_value=p, n_x=len(gx), n_full=len(gf))
+    if math.isnan(chance):
+        out.reason = "the metric has no chance level"
+        return out
+    if not _full_learned(f_ci, chance):
+        out.reason = "full itself did not beat chance"
+        return out
+    scale = f_ci.estimate
+    out.fraction = Interval(x_ci.estimate / scale, x_ci.low / scale, x_ci.high / scale)
+    if out.fraction.high < FAIL_FRACTION:
+        out.verdict, out.reason = SUPPORTED, f"whole CI below {FAIL_FRACTION:.0%} of full's gain"
+    elif out.fraction.low >= FAIL_FRACTION:
+        out.verdict = NOT_SUPPORTED
+        out.reason = f"whole CI at or above {FAIL_FRACTION:.0%} of full's gain"
+    else:
+        out.reason = f"CI straddles {FAIL_FRACTION:.0%} of full's gain"
+    return _enough_seeds(out)
+
+
+def matches(x_values, full_values, chance: float, higher_is_better: bool) -> Comparison:
+    """Is the structure non-inferior to full within MATCH_MARGIN of full's gain?"""
+    gx = _gain(x_values, chance, higher_is_better)
+    gf = _gain(full_values, chance, higher_is_better)
+    x_ci, f_ci = bootstrap_median_ci(gx), bootstrap_median_ci(gf)
+    diff = bootstrap_diff_median_ci(gx, gf)
+    _, p = mann_whitney(gx, gf)
+    out = Comparison(INCONCLUSIVE, "", x_ci, f_ci, diff=diff, p_value=p, n_x=len(gx),
+                     n_full=len(gf))
+    if len(gx) == 0 or len(gf) == 0:
+        out.reason = "no seeds"
+        return out
+    if not _full_learned(f_ci, chance):
+        out.reason = "full itself did not beat chance"
+        return out
+    out.margin = MATCH_MARGIN * abs(f_ci.estimate)
+    if diff.low >= -out.margin:
+        out.verdict, out.reason = SUPPORTED, "CI of the difference above −margin"
+    elif diff.high < -out.margin:
+        out.verdict, out.reason = NOT_SUPPORTED, "CI of the difference below −margin"
+    else:
+        out.reason = "CI of the difference straddles −margin"
+    return _enough_seeds(out)
+
+
+def _enough_seeds(out: Comparison) -> Comparison:
+    """Demote a verdict drawn from a single seed to inconclusive, keeping its lean."""
+    n = min(out.n_x, out.n_full)
+    if n < MIN_SEEDS and out.verdict != INCONCLUSIVE:
+        out.reason = (f"{n} seed: the point estimates alone say '{out.verdict}', but one "
+                      "seed has no spread to judge")
+        out.verdict = INCONCLUSIVE
+    return out
+
+
+def combine(verdicts) -> str:
+    """One verdict from several arms: unanimous, or inconclusive when they disagree
+    or when there is nothing to combine."""
+    vs = list(verdicts)
+    if vs and all(v == SUPPORTED for v in vs):
+        return SUPPORTED
+    if vs and all(v == NOT_SUPPORTED for v in vs):
+        return NOT_SUPPORTED
+    return INCONCLUSIVE
+
+
+# -- parameter counts (the "Recurrent Layers" notes) ------------------------------------
+def rnn_params(inputs: int, hidden: int, outputs: int) -> int:
+    """Elman RNN: (I·H) + (H·H + H) + (H·O + O); 28 for 4, 3, 1."""
+    return inputs * hidden + (hidden * hidden + hidden) + (hidden * outputs + outputs)
+
+
+def unrolled_dense_params(inputs: int, hidden: int, outputs: int, steps: int) -> int:
+    """A dense network over the whole unrolled sequence: T·I inputs fully connected to
+    T·H hidden units, then to O outputs: (T·I·T·H + T·H) + (T·H·O + O); 127 for 4, 3, 1
+    over 3 steps."""
+    ti, th = steps * inputs, steps * hidden
+    return (ti * th + th) + (th * outputs + outputs)
+
+
+def far_fewer(rnn: int, dense: int) -> str:
+    """Exact counts leave nothing uncertain: at least FAR_FACTOR times, or not."""
+    return SUPPORTED if dense >= FAR_FACTOR * rnn else NOT_SUPPORTED
+
+
+def ci_text(ci: Interval) -> str:
+    return ci.fmt(3) + f" ({int(CI_LEVEL * 100)} % CI)"
