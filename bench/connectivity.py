@@ -154,6 +154,28 @@ class Recurrence(nn.Module):
         return f"{self.spec}, hidden={self.hidden}, gates={self.gates}"
 
 
+class _PermuteContiguous(torch.autograd.Function):
+    """``x.permute(dims).contiguous()`` whose gradient is contiguous too.
+
+    Plain autograd hands ``bmm``'s backward a permuted, non-contiguous gradient, and
+    bmm then falls back to one small matmul per batch entry with a clone each
+    (PERF_NOTES pitfall 2; ~4x slower butterfly backward here).
+    """
+
+    @staticmethod
+    def forward(ctx, x, dims):
+        ctx.inverse = tuple(sorted(range(len(dims)), key=dims.__getitem__))
+        return x.permute(dims).contiguous()
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad.permute(ctx.inverse).contiguous(), None
+
+
+def permute_contiguous(x: torch.Tensor, dims: tuple[int, ...]) -> torch.Tensor:
+    return _PermuteContiguous.apply(x, dims)
+
+
 def _per_gate_blocks(blocks: list[torch.Tensor]) -> torch.Tensor:
     return torch.cat(blocks, dim=1)
 
@@ -505,9 +527,9 @@ class BlockShuffleRecurrence(BlockRecurrence):
         def step(h, u):
             out = torch.bmm(h, w)  # (G, B, gates·n)
             B = out.shape[1]
-            flat = out.transpose(0, 1).reshape(B, -1).index_select(1, idx)
-            shuffled = flat.view(B, G, -1).transpose(0, 1)
-            return shuffled.contiguous() if u is None else torch.add(u, shuffled)
+            flat = permute_contiguous(out, (1, 0, 2)).view(B, -1).index_select(1, idx)
+            shuffled = permute_contiguous(flat.view(B, G, -1), (1, 0, 2))
+            return shuffled if u is None else torch.add(u, shuffled)
 
         return step
 
@@ -538,18 +560,24 @@ class ButterflyRecurrence(BlockLayout):
     with strided blocks; both factors are formed once per sequence and each step is
     two ``bmm``s. ``dense()`` applies the stages literally to the identity.
 
+    Below ``factored_min_hidden`` the two small ``bmm``s and their reshuffles cost more
+    than one dense product (measured: 0.5× of ``full`` at H = 128, parity at 512), so
+    there the step multiplies by the exact product matrix, formed once per sequence.
+
     Init: each 2×2 is ρ·rotation(θ), θ uniform, ρ = 3^(−1/(2·log2 H)), so the product
     is (1/√3)·orthogonal, the same spectral radius as ``full``'s default.
     """
 
     name = "butterfly"
+    factored_min_hidden = 512
 
     def __init__(self, hidden, gates=1, init="default"):
         super().__init__(hidden, gates, init)
         self.stages = m = hidden.bit_length() - 1
         self.low = m // 2
         self.nlow, self.nhigh = 1 << self.low, 1 << (m - self.low)
-        self.layout_groups = self.nhigh
+        self.factored = hidden >= self.factored_min_hidden
+        self.layout_groups = self.nhigh if self.factored else 1
         self.weight = nn.Parameter(torch.empty(m, gates, hidden // 2, 2, 2))
         with torch.no_grad():
             if init == "uniform":
@@ -570,6 +598,19 @@ class ButterflyRecurrence(BlockLayout):
                 f"(nearest: {lo} or {lo * 2})"
             )
 
+    # the plain (B, H) layout when the dense product is used
+    def to_state(self, x):
+        return super().to_state(x) if self.factored else x
+
+    def from_state(self, s):
+        return super().from_state(s) if self.factored else s
+
+    def to_gates(self, u):
+        return super().to_gates(u) if self.factored else u
+
+    def from_gates(self, p):
+        return super().from_gates(p) if self.factored else p
+
     def dense(self):
         H = self.hidden
         x = torch.eye(H, dtype=self.weight.dtype, device=self.weight.device)
@@ -582,6 +623,8 @@ class ButterflyRecurrence(BlockLayout):
         return torch.ones(self.hidden, self.gates * self.hidden, dtype=torch.bool)
 
     def flops(self, batch):
+        if not self.factored:
+            return 2.0 * batch * self.gates * self.hidden * self.hidden
         return 2.0 * batch * self.gates * self.hidden * (self.nlow + self.nhigh)
 
     def factors(self) -> tuple[torch.Tensor, torch.Tensor]:
@@ -602,17 +645,19 @@ class ButterflyRecurrence(BlockLayout):
         return w1.contiguous(), w2.contiguous()
 
     def stepper(self):
+        if not self.factored:
+            # stored (out, in) like full's weight: addmm is 10-20 % faster that way
+            return _dense_stepper(self.dense().t().contiguous().t())
         w1, w2 = self.factors()
         G, nl, nh = self.gates, self.nlow, self.nhigh
 
         def step(h, u):
             B = h.shape[1]
             y1 = torch.bmm(h, w1)  # (nh, B, G·nl)
-            y1 = y1.view(nh, B, G, nl).permute(2, 3, 1, 0).reshape(G * nl, B, nh)
-            z = torch.bmm(y1, w2).view(G, nl, B, nh).permute(3, 2, 0, 1)  # (nh, B, G, nl)
-            if u is None:
-                return z.reshape(nh, B, G * nl)
-            return torch.add(u.view(nh, B, G, nl), z).view(nh, B, G * nl)
+            y1 = permute_contiguous(y1.view(nh, B, G, nl), (2, 3, 1, 0)).view(G * nl, B, nh)
+            z = torch.bmm(y1, w2)  # (G·nl, B, nh)
+            z = permute_contiguous(z.view(G, nl, B, nh), (3, 2, 0, 1)).view(nh, B, G * nl)
+            return z if u is None else torch.add(u, z)
 
         return step
 

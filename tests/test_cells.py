@@ -60,9 +60,20 @@ STRUCTURES = ["none", "diagonal", "banded:width=3", "banded:width=5,cyclic=true"
               "lowrank:rank=3"]
 
 
+@pytest.fixture(params=["small-size paths", "large-size paths"])
+def kernel_paths(request, monkeypatch):
+    """Run a test with the small-H kernels (as built at H=16) and with the large-H ones
+    (butterfly's two-bmm form, random's CSR kernel) forced on."""
+    if request.param == "large-size paths":
+        from bench import connectivity as C
+        monkeypatch.setattr(C.ButterflyRecurrence, "factored_min_hidden", 1)
+        monkeypatch.setattr(C.RandomRecurrence, "csr_min_hidden", 1)
+    return request.param
+
+
 @pytest.mark.parametrize("spec", STRUCTURES)
 @pytest.mark.parametrize("cell", ["rnn_tanh", "gru", "lstm"])
-def test_structured_cell_equals_masked_dense_cell(spec, cell):
+def test_structured_cell_equals_masked_dense_cell(spec, cell, kernel_paths):
     """The whole time loop (state layouts, gate splits) against a full cell whose W_hh is
     the structure's dense() matrix."""
     torch.manual_seed(1)

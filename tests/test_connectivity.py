@@ -48,6 +48,17 @@ def test_fast_path_matches_dense(spec, hidden, gates):
 
 
 @pytest.mark.parametrize("gates", [1, 4])
+def test_butterfly_factored_path_matches_dense(monkeypatch, gates):
+    # the two-bmm (Monarch) path, forced at small sizes; H=2 and 8 have odd/even stages
+    monkeypatch.setattr(C.ButterflyRecurrence, "factored_min_hidden", 1)
+    for hidden in (2, 8, 16, 64):
+        torch.manual_seed(hidden)
+        rec = C.make("butterfly", hidden, gates=gates)
+        assert rec.factored
+        _check_against_dense(rec)
+
+
+@pytest.mark.parametrize("gates", [1, 4])
 def test_random_csr_kernel_matches_dense(monkeypatch, gates):
     # the CSR kernel with the hand-written backward, forced at a small size
     monkeypatch.setattr(C.RandomRecurrence, "csr_min_hidden", 1)
