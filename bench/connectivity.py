@@ -95,6 +95,7 @@ class Recurrence(nn.Module):
 
     version = 1
     name = "?"
+    fast_tanh = True  # cells may use tanh via sigmoid (bench.cells.tanh); see there
 
     def __init__(self, hidden: int, gates: int = 1, init: str = "default"):
         super().__init__()
@@ -186,6 +187,7 @@ class FullRecurrence(Recurrence):
     """Dense W, stored (out, in) like torch (10–20 % faster addmm, PERF_NOTES 8)."""
 
     name = "full"
+    fast_tanh = False  # GEMM-bound: the plain torch.tanh is faster here
 
     def __init__(self, hidden, gates=1, init="default"):
         super().__init__(hidden, gates, init)
@@ -493,6 +495,7 @@ class BlockShuffleRecurrence(BlockRecurrence):
     """
 
     name = "block_shuffle"
+    version = 2  # 2: contiguous permutes around the gather
 
     def __init__(self, hidden, gates=1, init="default", groups=4):
         super().__init__(hidden, gates, init, groups)
@@ -569,6 +572,7 @@ class ButterflyRecurrence(BlockLayout):
     """
 
     name = "butterfly"
+    version = 2  # 2: contiguous permutes; dense product below factored_min_hidden
     factored_min_hidden = 512
 
     def __init__(self, hidden, gates=1, init="default"):
@@ -804,6 +808,7 @@ class LowRankRecurrence(Recurrence):
     """
 
     name = "lowrank"
+    fast_tanh = False
 
     def __init__(self, hidden, gates=1, init="default", rank=8):
         super().__init__(hidden, gates, init)
