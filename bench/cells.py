@@ -67,8 +67,8 @@ class Cell(nn.Module):
         overrides = {} if init == "default" else {"init": init}
         self.rec = connectivity.make(connectivity_spec, hidden, gates=self.gates, **overrides)
         # the sigmoid form of tanh pays off where elementwise work dominates a step; in
-        # GEMM-bound steps its extra OpenMP regions cost more (full, lowrank: measured
-        # 8-14 % slower fwd+bwd at H=2048 with 2 threads)
+        # GEMM-bound steps its extra OpenMP regions cost more (full: measured 8 % slower
+        # fwd+bwd at H=2048 with 2 threads, which put it 1.18x behind torch.nn.RNN)
         self.tanh = tanh if self.rec.fast_tanh else torch.tanh
         bound = 1.0 if init == "uniform" else 1.0 / math.sqrt(hidden)
         # With a vocabulary the projection is a lookup table: the same numbers as a

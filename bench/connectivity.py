@@ -808,7 +808,6 @@ class LowRankRecurrence(Recurrence):
     """
 
     name = "lowrank"
-    fast_tanh = False
 
     def __init__(self, hidden, gates=1, init="default", rank=8):
         super().__init__(hidden, gates, init)
