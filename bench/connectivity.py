@@ -355,7 +355,7 @@ class ShiftedProducts(Recurrence):
         def step(h, u):
             hp = self._padded(h)
             acc = None
-            for s, w in zip(starts, ws):
+            for s, w in zip(starts, ws, strict=True):
                 sl = hp[:, s:s + H] if G == 1 else hp[:, s:s + H].unsqueeze(1)
                 if acc is not None:
                     acc.addcmul_(sl, w)  # acc is a fresh tensor of this step

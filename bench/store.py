@@ -31,6 +31,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from bench.atomic import atomic_write
 from bench.registry import SpecError
 from bench.schema import COLUMN_NAMES, DTYPES
 
@@ -194,18 +195,8 @@ def write_cell(results_dir: str | Path, sweep: str, cell_id: str,
     if "sweep" in df and df["sweep"].isna().any():
         df["sweep"] = df["sweep"].fillna(sweep)
     path = part_path(results_dir, sweep, cell_id)
-    path.parent.mkdir(parents=True, exist_ok=True)
     table = pa.Table.from_pandas(df, schema=arrow_schema(), preserve_index=False)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{cell_id}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            pq.write_table(table, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(path, lambda fh: pq.write_table(table, fh), prefix=f".{cell_id}.")
     _fsync_dir(path.parent)  # make the rename itself durable
     return path
 

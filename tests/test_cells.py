@@ -122,5 +122,5 @@ def test_fused_elementwise_loop_equals_autograd_loop(spec, cell, hidden, dtype, 
     grads_ref = torch.autograd.grad(out_ref, params, g)
     torch.testing.assert_close(out, out_ref, atol=tol, rtol=0)
     torch.testing.assert_close(last, last_ref, atol=tol, rtol=0)
-    for a, b in zip(grads, grads_ref):
+    for a, b in zip(grads, grads_ref, strict=True):
         torch.testing.assert_close(a, b, atol=tol * 10, rtol=tol)

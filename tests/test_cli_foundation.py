@@ -12,7 +12,8 @@ def test_list_shows_ten_structures_and_five_cells(capsys):
     assert [e["name"] for e in listing["cells"]] == ["rnn_tanh", "rnn_relu", "rnn_sigmoid", "gru",
                                                      "lstm"]
     banded = next(e for e in listing["connectivities"] if e["name"] == "banded")
-    assert banded["options"]["width"]["type"] == "int" and banded["options"]["width"]["default"] == 3
+    width = banded["options"]["width"]
+    assert width["type"] == "int" and width["default"] == 3
     assert main(["list"]) == 0
     text = capsys.readouterr().out
     assert "block_shuffle" in text and "width: int = 3" in text

@@ -33,7 +33,7 @@ def _check_against_dense(rec, batch=5, tol=1e-10):
         return
     g = torch.autograd.grad(y, [h, *params], gy, allow_unused=True)
     g_ref = torch.autograd.grad(y_ref, [h, *params], gy, allow_unused=True)
-    for a, b in zip(g, g_ref):
+    for a, b in zip(g, g_ref, strict=True):
         a = torch.zeros(()) if a is None else a
         b = torch.zeros(()) if b is None else b
         torch.testing.assert_close(a, b, atol=tol, rtol=0)
@@ -135,7 +135,7 @@ def test_banded_has_no_wraparound_and_structure():
 def test_jordan_is_diagonal_plus_superdiagonal():
     d = C.make("jordan", 6).dense()
     i, j = torch.nonzero(d, as_tuple=True)
-    assert set(zip(i.tolist(), j.tolist())) == {(k, k) for k in range(6)} | {
+    assert set(zip(i.tolist(), j.tolist(), strict=True)) == {(k, k) for k in range(6)} | {
         (k, k + 1) for k in range(5)}
 
 
@@ -206,7 +206,8 @@ def test_property_fast_equals_dense(spec, log_h, gates, batch, width, cyclic, se
     H = 1 << log_h
     torch.manual_seed(seed)
     opts = {"banded": f"banded:width={width},cyclic={cyclic}",
-            "block": f"block:groups={min(4, H)}", "block_shuffle": f"block_shuffle:groups={min(2, H)}",
+            "block": f"block:groups={min(4, H)}",
+            "block_shuffle": f"block_shuffle:groups={min(2, H)}",
             "random": f"random:density=0.3,seed={seed}", "lowrank": f"lowrank:rank={min(2, H)}"}
     s = opts.get(spec, spec)
     try:

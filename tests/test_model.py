@@ -13,8 +13,9 @@ def test_recurrent_layers_formula_28():
                       "readout": 4, "total": 28}
 
 
-@pytest.mark.parametrize("spec", ["full", "none", "diagonal", "banded", "jordan", "block:groups=4",
-                                  "block_shuffle:groups=4", "butterfly", "random", "lowrank:rank=4"])
+@pytest.mark.parametrize("spec", ["full", "none", "diagonal", "banded", "jordan",
+                                  "block:groups=4", "block_shuffle:groups=4", "butterfly",
+                                  "random", "lowrank:rank=4"])
 @pytest.mark.parametrize("cell", ["rnn_tanh", "gru", "lstm"])
 def test_param_counts_add_up(spec, cell):
     m = SequenceModel(5, 16, 3, cell=cell, connectivity=spec, layers=2, bidirectional=True)
