@@ -102,6 +102,11 @@ def _head(stat: str) -> list[str]:
 
 
 # -- claim 1 --------------------------------------------------------------------------
+def _compare(test, xs, fs):
+    """Run a verdict test (V.fails / V.matches) of a structure's seeds against full's."""
+    return test(xs["value"], fs["value"], _chance(fs), bool(fs["higher_is_better"].iloc[0]))
+
+
 def claim_diagonal_fails(df: pd.DataFrame) -> Claim:
     claim = Claim("diagonal_fails", "Diagonal-only W_hh fails binary addition",
                   V.INCONCLUSIVE, TEST_FAILS.format(n=4000), ["metric_per_structure"])
@@ -110,8 +115,7 @@ def claim_diagonal_fails(df: pd.DataFrame) -> Claim:
     for label in _labels_where(rows, lambda s: parse_spec(s)[0] == "diagonal"):
         for key, xs, fs in _arms(rows, label, tasks=["binary_addition"],
                                  iso=lambda r: not D.is_iso(r)):
-            cmp = V.fails(xs["value"], fs["value"], _chance(fs),
-                          bool(fs["higher_is_better"].iloc[0]))
+            cmp = _compare(V.fails, xs, fs)
             verdicts.append(cmp.verdict)
             lines.append(_comparison_row(key, xs, fs, cmp))
     return _finish(claim, verdicts, lines, "trask` or `default")
@@ -144,8 +148,7 @@ def claim_band_matches(df: pd.DataFrame) -> Claim:
     for label in _labels_where(rows, _is_width3_band):
         for key, xs, fs in _arms(rows, label, tasks=["binary_addition"],
                                  iso=lambda r: not D.is_iso(r)):
-            cmp = V.matches(xs["value"], fs["value"], _chance(fs),
-                            bool(fs["higher_is_better"].iloc[0]))
+            cmp = _compare(V.matches, xs, fs)
             verdicts.append(cmp.verdict)
             lines.append(_comparison_row(key, xs, fs, cmp))
             costs.append(_cost_line(df, rows, key, xs, fs, label))
@@ -203,8 +206,7 @@ def claim_butterfly(df: pd.DataFrame, structure_check=None) -> Claim:
     verdicts, lines = [], _head("difference of medians [CI]")
     for label in _labels_where(rows, lambda s: parse_spec(s)[0] == "butterfly"):
         for key, xs, fs in _arms(rows, label, iso=lambda r: not D.is_iso(r)):
-            cmp = V.matches(xs["value"], fs["value"], _chance(fs),
-                            bool(fs["higher_is_better"].iloc[0]))
+            cmp = _compare(V.matches, xs, fs)
             verdicts.append(cmp.verdict)
             lines.append(_comparison_row(key, xs, fs, cmp))
     learn = V.combine(verdicts) if verdicts else NO_DATA
@@ -272,8 +274,7 @@ def claim_sparse_competitive(df: pd.DataFrame) -> Claim:
         verdicts, lines = [], _head("difference of medians [CI]")
         for label in labels:
             for key, xs, fs in _arms(rows, label, iso=pick):
-                cmp = V.matches(xs["value"], fs["value"], _chance(fs),
-                                bool(fs["higher_is_better"].iloc[0]))
+                cmp = _compare(V.matches, xs, fs)
                 verdict, extra = cmp.verdict, ""
                 if regime == "same H":
                     cheaper, extra = _cheaper(df, xs, fs, label)
