@@ -26,14 +26,14 @@ test: setup
 	$(PY) -m pytest tests
 
 bench: setup
-	$(PY) -m bench run $(SWEEP) --results $(RESULTS) --workers $(WORKERS)
-	$(PY) -m bench report $(SWEEP) --results $(RESULTS)
+	$(PY) -m connbench run $(SWEEP) --results $(RESULTS) --workers $(WORKERS)
+	$(PY) -m connbench report $(SWEEP) --results $(RESULTS)
 
 report: setup
-	$(PY) -m bench report $(SWEEP) --results $(RESULTS)
+	$(PY) -m connbench report $(SWEEP) --results $(RESULTS)
 
 kernels: setup
-	$(PY) -m bench kernels --hidden 2048 --batch 32 --steps 100 --threads 2
+	$(PY) -m connbench kernels --hidden 2048 --batch 32 --steps 100 --threads 2
 
 lint: setup
 	$(PY) -m ruff check bench tasks tests benchmarks
@@ -42,7 +42,7 @@ perf: setup
 	$(PY) benchmarks/perf.py
 
 perf-gate: setup
-	$(PY) -m bench.gate
+	$(PY) -m connbench gate
 
 clean:
 	rm -rf $(VENV) build *.egg-info

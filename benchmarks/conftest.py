@@ -10,7 +10,7 @@ import os
 
 import torch
 
-from bench.gate import fingerprint, machine
+from connbench.perf.gate import fingerprint, machine
 
 THREADS = int(os.environ.get("CONNBENCH_THREADS", "1"))
 torch.set_num_threads(THREADS)

@@ -2,7 +2,7 @@
 
 Saved runs live under ``.benchmarks/<fingerprint>/<python-id>/NNNN_*.json`` where the
 fingerprint is CPU/GPU model, cores, torch threads and torch version
-(``bench.gate.fingerprint``): absolute times are only ever compared within one
+(``connbench.perf.gate.fingerprint``): absolute times are only ever compared within one
 fingerprint. When a saved run exists the new one is compared with the latest one with
 ``--benchmark-compare-fail=median:<fail>%``. A run that fails (a regression or an
 error) is renamed ``rejected-NNNN_*.json``, so it never becomes the baseline; a run
@@ -48,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     import pytest
     import torch
 
-    from bench.gate import fingerprint, machine
+    from connbench.perf.gate import fingerprint, machine
 
     torch.set_num_threads(int(os.environ["CONNBENCH_THREADS"]))
     fp = fingerprint(machine())

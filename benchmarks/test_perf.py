@@ -6,7 +6,7 @@
 
 Times are per call (one sequence of STEPS steps); ``extra_info`` carries the sizes.
 Absolute times are compared only against a saved run with the same machine
-fingerprint; the CI signal is the ratio gate, ``python -m bench.gate``.
+fingerprint; the CI signal is the ratio gate, ``python -m connbench.perf.gate``.
 """
 
 from pathlib import Path
@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 import torch
 
-import tasks
-from bench.kernels import DEFAULT_SPECS, TORCH_RNN, layer_callables
-from bench.model import SequenceModel
+from connbench import tasks
+from connbench.nn.model import SequenceModel
+from connbench.perf.kernels import DEFAULT_SPECS, TORCH_RNN, layer_callables
 
 SIZES = (128, 1024)
 BATCH, STEPS = 32, 32

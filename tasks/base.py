@@ -1,7 +1,7 @@
 """What every task shares: the registry, training defaults, presets and the Task base.
 
 A task produces seeded batches, scores model outputs and knows its chance level. It
-never builds a model or an optimizer: `bench.train` does that from `defaults` and
+never builds a model or an optimizer: `connbench.measure.training` does that from `defaults` and
 `presets`.
 """
 
@@ -12,17 +12,17 @@ from typing import Any
 
 import torch
 
-from bench.registry import Registry, format_spec
+from connbench.registry import Registry, format_spec
 
 REGISTRY = Registry("task")
 
-# Optimizers bench.train knows how to build; tasks may only name these.
+# Optimizers connbench.measure.training knows how to build; tasks may only name these.
 OPTIMIZERS = ("sgd", "adam", "rmsprop")
 
 
 @dataclass(frozen=True)
 class TrainDefaults:
-    """Training hyperparameters a task recommends; bench.train may override each."""
+    """Training hyperparameters a task recommends; connbench.measure.training may override each."""
 
     optimizer: str  # one of OPTIMIZERS
     lr: float
@@ -51,7 +51,7 @@ class Preset:
 def eval_generator(seed: int) -> torch.Generator:
     """The generator of the fixed evaluation set for `seed`.
 
-    Derived from the seed but distinct from the training generator (which bench.train
+    Derived from the seed but distinct from the training generator (which connbench.measure.training
     seeds with `seed` itself), so the evaluation set is not the first training batches.
     """
     return torch.Generator().manual_seed((int(seed) * 0x9E3779B1 + 0x5EED) % 2**63)

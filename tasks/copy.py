@@ -15,8 +15,8 @@ import math
 import torch
 import torch.nn.functional as F
 
-from bench.registry import Option, SpecError
-from tasks.base import REGISTRY, Task, TrainDefaults
+from connbench.registry import Option, SpecError
+from connbench.tasks.base import REGISTRY, Task, TrainDefaults
 
 N_DATA = 10  # symbols to remember
 N_SYMBOLS = 8  # data alphabet

@@ -1,4 +1,4 @@
-"""Synthetic result frames in the schema of bench.schema, for the report tests.
+"""Synthetic result frames in the schema of connbench.results.schema, for the report tests.
 
 The numbers follow simple, known models (time grows with FLOPs, the metric moves
 from chance towards the ideal by a per-structure "skill"), so that a test knows
@@ -12,7 +12,7 @@ import math
 import numpy as np
 import pandas as pd
 
-from bench.schema import COLUMN_NAMES, DTYPES
+from connbench.results.schema import COLUMN_NAMES, DTYPES
 
 SPECS = {
     "full": "full",

@@ -4,8 +4,9 @@ import pytest
 import torch
 from torch_reference import matching_grads, torch_twin
 
-from bench import cells
-from bench.model import SequenceModel
+from connbench.nn import cells
+from connbench.nn.kernels import activations
+from connbench.nn.model import SequenceModel
 
 
 @pytest.mark.parametrize("cell", ["rnn_tanh", "rnn_relu", "gru", "lstm"])
@@ -45,8 +46,8 @@ def test_sigmoid_cell_equations():
 
 def test_fast_tanh_matches_torch_tanh():
     x = torch.randn(64, 512, requires_grad=True)
-    assert x.numel() >= cells.FAST_TANH_MIN_NUMEL
-    y = cells.tanh(x)
+    assert x.numel() >= activations.FAST_TANH_MIN_NUMEL
+    y = activations.tanh(x)
     assert y.grad_fn is not None and "SigmoidTanh" in type(y.grad_fn).__name__
     torch.testing.assert_close(y, torch.tanh(x), atol=2e-7, rtol=0)
     g = torch.randn_like(y)
@@ -65,7 +66,7 @@ def kernel_paths(request, monkeypatch):
     """Run a test with the small-H kernels (as built at H=16) and with the large-H ones
     (butterfly's two-bmm form, random's CSR kernel) forced on."""
     if request.param == "large-size paths":
-        from bench import connectivity as C
+        from connbench.nn import structures as C
         monkeypatch.setattr(C.ButterflyRecurrence, "factored_min_hidden", 1)
         monkeypatch.setattr(C.RandomRecurrence, "csr_min_hidden", 1)
     return request.param

@@ -1,6 +1,6 @@
 import json
 
-from bench.cli import main
+from connbench.cli import main
 
 
 def test_list_shows_ten_structures_and_five_cells(capsys):

@@ -7,8 +7,9 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bench import connectivity as C
-from bench.registry import SpecError
+from connbench.nn import structures as C
+from connbench.nn.structures.butterfly import _apply_stage as butterfly_apply_stage
+from connbench.registry import SpecError
 
 SPECS = [
     "full", "none", "diagonal", "banded:width=3", "banded:width=5", "banded:width=3,cyclic=true",
@@ -118,7 +119,7 @@ def test_butterfly_connects_everything_in_log2_stages():
     # but fewer stages do not: the first 4 stages mix only within blocks of 16
     x = torch.eye(32).expand(1, 32, 32)
     for s in range(4):
-        x = C._apply_stage(x, rec.weight[s], s)
+        x = butterfly_apply_stage(x, rec.weight[s], s)
     assert torch.count_nonzero(x[0]) == 32 * 16
 
 

@@ -1,4 +1,4 @@
-"""The timing gate (bench.gate): comparison and table logic on synthetic ratios, the
+"""The timing gate (connbench.perf.gate): comparison and table logic on synthetic ratios, the
 thresholds file, and one small real run showing that a slowed structure fails it."""
 
 import json
@@ -6,9 +6,11 @@ import json
 import pytest
 import torch
 
-from bench import cells, gate
-from bench.kernels import DEFAULT_SPECS, TORCH_RNN
-from bench.registry import SpecError
+from connbench.cli import gate as gate_cli
+from connbench.nn import cells
+from connbench.perf import gate
+from connbench.perf.kernels import DEFAULT_SPECS, TORCH_RNN
+from connbench.registry import SpecError
 
 T_DIAG = gate.Threshold("diagonal", "full", 1024, typical=20.0, min=12.0)
 T_FULL = gate.Threshold("full", TORCH_RNN, 1024, typical=0.9, min=0.54)
@@ -147,12 +149,12 @@ def test_gate_passes_normally_and_fails_when_diagonal_is_forced_dense(tmp_path, 
     path.write_text(TINY)
     monkeypatch.delenv(gate.SLOW_ENV, raising=False)
     threads = torch.get_num_threads()
-    assert gate.cli(["--thresholds", str(path), "--json"]) == 0
+    assert gate_cli.cli(["--thresholds", str(path), "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["passed"] and report["ratios"][0]["value"] >= 1.8
 
     monkeypatch.setenv(gate.SLOW_ENV, "diagonal")
-    assert gate.cli(["--thresholds", str(path)]) == 1
+    assert gate_cli.cli(["--thresholds", str(path)]) == 1
     out = capsys.readouterr().out
     assert "REGRESSED" in out and "diagonal / full at H=512" in out
     assert torch.get_num_threads() == threads  # the gate restores the thread count
@@ -162,7 +164,7 @@ def test_propose_refuses_the_slow_switch(tmp_path, monkeypatch, capsys):
     path = tmp_path / "tiny.toml"
     path.write_text(TINY)
     monkeypatch.setenv(gate.SLOW_ENV, "diagonal")
-    assert gate.cli(["--thresholds", str(path), "--propose", str(tmp_path / "p.toml")]) == 2
+    assert gate_cli.cli(["--thresholds", str(path), "--propose", str(tmp_path / "p.toml")]) == 2
     assert "refusing" in capsys.readouterr().err
     assert not (tmp_path / "p.toml").exists()
 
@@ -181,15 +183,15 @@ def test_propose_from_pooled_json_runs(tmp_path, capsys):
         runs.append(str(run))
     out = tmp_path / "proposed.toml"
     args = ["--thresholds", str(path), "--propose", str(out), "--fraction", "0.5", "--from"]
-    assert gate.cli(args + runs) == 0
+    assert gate_cli.cli(args + runs) == 0
     (t,) = gate.load(out).ratios
     assert (t.typical, t.min) == (5.0, 2.5)  # median of the 5 pooled rounds
     # a fraction close to 1 is capped by the runs' own spread (lowest run median 5.0)
     args[args.index("0.5")] = "0.95"
-    assert gate.cli(args + runs) == 0
+    assert gate_cli.cli(args + runs) == 0
     assert gate.load(out).ratios[0].min == pytest.approx(gate.SPREAD_MARGIN * 5.0)
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps({"settings": {"batch": 32, "steps": 99, "threads": 1},
                                "ratios": []}))
-    assert gate.cli(args + [str(bad)]) == 2
+    assert gate_cli.cli(args + [str(bad)]) == 2
     assert "steps=99" in capsys.readouterr().err

@@ -1,8 +1,8 @@
 import pytest
 import torch
 
-from bench.model import SequenceModel
-from bench.registry import SpecError
+from connbench.nn.model import SequenceModel
+from connbench.registry import SpecError
 
 
 def test_recurrent_layers_formula_28():

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from bench import store
-from bench.cli import main as cli
-from bench.ray_executor import SPEED_SLOT, TRAIN_SLOT, task_options
-from bench.sweep import load_sweep
+from connbench.cli import main as cli
+from connbench.plan.sweep import load_sweep
+from connbench.results import store
+from connbench.run.ray import SPEED_SLOT, TRAIN_SLOT, task_options
 
 FAST: list[str] = []
 

@@ -1,6 +1,6 @@
 import pytest
 
-from bench.registry import Option, Registry, SpecError, format_spec, split_spec
+from connbench.registry import Option, Registry, SpecError, format_spec, split_spec
 
 
 @pytest.fixture

@@ -19,23 +19,24 @@ import pytest
 sys.path.insert(0, os.path.dirname(__file__))
 from conftest_report import SPECS, synthetic_frame  # noqa: E402
 
-from bench.report import add_arguments, main, render_report  # noqa: E402
-from bench.report import claims as C  # noqa: E402
-from bench.report import data as D  # noqa: E402
-from bench.report import verdicts as V  # noqa: E402
-from bench.report.figures import (  # noqa: E402
+from connbench.cli.report import add_arguments, main
+from connbench.report import claims as C  # noqa: E402
+from connbench.report import data as D  # noqa: E402
+from connbench.report import render_report  # noqa: E402
+from connbench.report import verdicts as V  # noqa: E402
+from connbench.report.figures import (  # noqa: E402
     FIGURES,
     fig_lookback,
     lookback_table,
     pareto_front,
 )
-from bench.report.markdown import lookback_section  # noqa: E402
-from bench.report.stats import (  # noqa: E402
+from connbench.report.markdown import lookback_section  # noqa: E402
+from connbench.report.stats import (  # noqa: E402
     bootstrap_diff_median_ci,
     bootstrap_median_ci,
     mann_whitney,
 )
-from bench.report.style import BASE_STYLE, assign_styles, short_labels  # noqa: E402
+from connbench.report.style import BASE_STYLE, assign_styles, short_labels  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 SMALL = dict(names=("full", "diagonal", "banded", "block", "butterfly"), hiddens=(32, 64),
@@ -239,7 +240,7 @@ def test_report_renders_every_figure_and_claim(tmp_path):
     figs = {p.name for p in (tmp_path / "synth" / "figures").glob("*.png")}
     expected = {f"{s.name}.png" for s in FIGURES} - {"lookback.png"}  # another sweep's
     try:
-        import bench.connectivity  # noqa: F401
+        import connbench.nn.structures  # noqa: F401
     except ImportError:
         expected.discard("matrices.png")
     assert figs == expected
@@ -292,7 +293,7 @@ def test_report_does_not_import_torch(tmp_path):
                                    task_specs=("adding:length=100",)), results, "nt")
     code = (
         "import sys, argparse\n"
-        "from bench.report import add_arguments, main\n"
+        "from connbench.cli.report import add_arguments, main\n"
         "p = argparse.ArgumentParser(); add_arguments(p)\n"
         f"rc = main(p.parse_args(['nt', '--results', r'{results}', '--out', r'{tmp_path}',"
         " '--no-matrices', '--dpi', '30']))\n"

@@ -14,10 +14,11 @@ from pathlib import Path
 
 import pytest
 
-from bench import measure, store
-from bench.cli import main as cli
-from bench.schema import COLUMN_NAMES, PHASES, STATUSES
-from bench.sweep import load_sweep
+from connbench.cli import main as cli
+from connbench.measure import trial as measure
+from connbench.plan.sweep import load_sweep
+from connbench.results import store
+from connbench.results.schema import COLUMN_NAMES, PHASES, STATUSES
 
 ROOT = Path(__file__).resolve().parent.parent
 # keep the smoke sweep's train cells short in tests
@@ -118,7 +119,7 @@ def test_sigkill_mid_run_then_resume(tmp_path):
     results = tmp_path / "r"
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     proc = subprocess.Popen(
-        [sys.executable, "-m", "bench", "run", "smoke", "--results", str(results), "--quiet",
+        [sys.executable, "-m", "connbench", "run", "smoke", "--results", str(results), "--quiet",
          *SHORT], cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.time() + 120
     while not part_ids(results, "smoke") and proc.poll() is None and time.time() < deadline:
@@ -245,7 +246,7 @@ def test_bad_input_exits_2_before_any_work(case, tmp_path, capsys, monkeypatch):
 
 
 def test_search_doubles_then_bisects():
-    from bench.run import _search
+    from connbench.run.runner import _search
 
     tried = []
 
@@ -277,7 +278,7 @@ def test_lookback_sweep_records_every_trained_length(tmp_path, monkeypatch):
     calls = []
 
     def fake_train(cell, sweep_name, **kw):
-        from bench.registry import split_spec
+        from connbench.registry import split_spec
 
         length = int(split_spec(cell.task_spec)[1]["length"])
         calls.append((cell.connectivity, length))

@@ -12,11 +12,11 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-from bench import store
-from bench.registry import SpecError
-from bench.schema import COLUMN_NAMES, DTYPES
+from connbench.registry import SpecError
+from connbench.results import store
+from connbench.results.schema import COLUMN_NAMES, DTYPES
 
-ROOT = Path(store.__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def rows(cell_id="c1", n=2, **extra):
@@ -87,7 +87,7 @@ def test_failed_write_keeps_the_old_part(tmp_path, monkeypatch):
 def test_sigkill_during_writes_never_leaves_a_broken_part(tmp_path):
     # A child rewrites parts in a loop and is killed mid-stream: every part present
     # must be whole, and no warning (no corrupt file) may appear.
-    code = ("import sys; from bench import store\n"
+    code = ("import sys; from connbench.results import store\n"
             "rows=[{'phase':'fwd','status':'ok','samples':[1.0]*5000}]*50\n"
             "for i in range(10**6): store.write_cell(sys.argv[1], 's', f'c{i%7}', rows)\n")
     proc = subprocess.Popen([sys.executable, "-c", code, str(tmp_path)], cwd=ROOT)
@@ -191,10 +191,10 @@ def test_old_parts_with_fewer_or_retired_columns_still_load(tmp_path):
 
 
 def test_results_doc_lists_the_schema():
-    from bench.schema import markdown_table
+    from connbench.results.schema import markdown_table
 
     doc = (ROOT / "docs" / "results.md").read_text()
-    assert markdown_table() in doc, "regenerate the table in docs/results.md from bench.schema"
+    assert markdown_table() in doc, "regenerate the table in docs/results.md from connbench.results.schema"
 
 
 def test_check_writable(tmp_path):
@@ -213,7 +213,7 @@ def test_check_writable(tmp_path):
 
 def test_environment_rows_fit_the_schema():
     pytest.importorskip("torch")
-    from bench import env
+    from connbench.results import environment as env
 
     e = env.environment("cpu")
     assert set(e) <= set(COLUMN_NAMES)
@@ -228,7 +228,7 @@ def test_environment_rows_fit_the_schema():
 
 
 def test_git_state_outside_a_checkout(tmp_path, monkeypatch):
-    from bench import env
+    from connbench.results import environment as env
 
     monkeypatch.setattr(env, "SOURCE_ROOT", tmp_path)
     assert env.git_state() == ("", None)

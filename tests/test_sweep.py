@@ -14,8 +14,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bench import sweep as sw
-from bench.registry import Option, Registry, SpecError
+from connbench.plan import sweep as sw
+from connbench.registry import Option, Registry, SpecError
 
 # ----------------------------------------------------------------- a stand-in world
 
@@ -546,8 +546,8 @@ def test_smoke_covers_every_phase_and_a_budget(real):
 
 
 def test_default_covers_every_task_and_structure(real):
-    import tasks
-    from bench import connectivity
+    from connbench import tasks
+    from connbench.nn import structures as connectivity
 
     s = sw.load_sweep("default", resolver=real)
     train = [c for c in s.cells if c.phase == "train"]
@@ -566,7 +566,7 @@ def test_real_impossible_sizes(real):
 
 
 def test_real_iso_params_matches_brute_force(real):
-    from bench.model import SequenceModel
+    from connbench.nn.model import SequenceModel
 
     budget, task = 3000, "binary_addition"
     s = sw.expand({"tasks": task, "connectivities": ["full", "diagonal", "butterfly",
@@ -591,7 +591,7 @@ def test_real_iso_params_matches_brute_force(real):
 def test_cells_fit_the_schema_and_asdict(real):
     import dataclasses
 
-    from bench.schema import COLUMN_NAMES
+    from connbench.results.schema import COLUMN_NAMES
 
     cell = next(c for c in sw.load_sweep("smoke", resolver=real).cells if c.phase == "train")
     assert set(cell.row_fields()) <= set(COLUMN_NAMES)

@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 import torch
 
-import tasks
-from bench import data
-from bench.registry import SpecError
+from connbench import tasks
+from connbench.registry import SpecError
+from connbench.tasks import corpus as data
 
 FIXTURE = Path(__file__).parent / "fixtures" / "sonnets.txt"
 
@@ -95,7 +95,7 @@ def test_eval_set_depends_on_seed_and_is_not_the_first_training_batch(spec):
     task = tasks.make(spec)
     ex, _ = task.eval_set(0)
     assert not torch.equal(ex, task.eval_set(1)[0])
-    first, _ = task.sample(ex.shape[0], gen(0))  # what bench.train draws first for seed 0
+    first, _ = task.sample(ex.shape[0], gen(0))  # what connbench.measure.training draws first for seed 0
     assert not torch.equal(ex, first)
 
 

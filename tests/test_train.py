@@ -8,12 +8,12 @@ import numpy as np
 import pytest
 import torch
 
-import tasks
-from bench.cli import main as cli_main
-from bench.model import SequenceModel
-from bench.registry import SpecError
-from bench.train import TrainResult, train
-from tasks.adding import Adding
+from connbench import tasks
+from connbench.cli import main as cli_main
+from connbench.measure.training import TrainResult, train
+from connbench.nn.model import SequenceModel
+from connbench.registry import SpecError
+from connbench.tasks.adding import Adding
 
 
 @pytest.fixture(autouse=True)

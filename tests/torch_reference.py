@@ -3,7 +3,7 @@
 import torch
 from torch import nn
 
-from bench.model import SequenceModel
+from connbench.nn.model import SequenceModel
 
 TORCH_CLASSES = {"rnn_tanh": nn.RNN, "rnn_relu": nn.RNN, "gru": nn.GRU, "lstm": nn.LSTM}
 

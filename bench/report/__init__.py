@@ -1,7 +1,7 @@
 """`connbench report SWEEP`: figures and REPORT.md from the results store.
 
-Reads only the store (``bench.store.load``), never the runner or torch; figure 7 and
-the butterfly check import ``bench.connectivity`` lazily. Heavy imports (pandas,
+Reads only the store (``connbench.results.store.load``), never the runner or torch; figure 7 and
+the butterfly check import ``connbench.nn.structures`` lazily. Heavy imports (pandas,
 matplotlib) happen inside ``render_report`` so that ``connbench list`` stays fast.
 
 Layout written::
@@ -13,23 +13,8 @@ Layout written::
 
 from __future__ import annotations
 
-import argparse
 import os
-import sys
 from pathlib import Path
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("sweep", metavar="SWEEP",
-                        help="sweep name (or path to its TOML file) whose results to report")
-    parser.add_argument("--results", default="results", metavar="DIR",
-                        help="results directory (default: results)")
-    parser.add_argument("--out", default="reports", metavar="DIR",
-                        help="reports directory; writes DIR/SWEEP/ (default: reports)")
-    parser.add_argument("--dpi", type=int, default=None,
-                        help="figure resolution in dots per inch (default: 110)")
-    parser.add_argument("--no-matrices", action="store_true",
-                        help="skip figure 7 and the butterfly check (no torch import)")
 
 
 def sweep_name(sweep: str) -> str:
@@ -40,13 +25,13 @@ def sweep_name(sweep: str) -> str:
 def render_report(df, sweep: str, out_dir: str, dpi: int | None = None,
                   matrices: bool = True, butterfly_check=None) -> Path:
     """Write REPORT.md and the figures for a results frame; return the REPORT.md path."""
-    from bench.report import data as D
-    from bench.report.claims import all_claims
-    from bench.report.figures import FIGURES
-    from bench.report.html import to_html
-    from bench.report.markdown import render
-    from bench.report.plotting import DEFAULT_DPI, style_context
-    from bench.report.style import assign_styles
+    from connbench.report import data as D
+    from connbench.report.claims import all_claims
+    from connbench.report.figures import FIGURES
+    from connbench.report.html import to_html
+    from connbench.report.markdown import render
+    from connbench.report.plotting import DEFAULT_DPI, style_context
+    from connbench.report.style import assign_styles
 
     df = D.prepare(df)
     styles = assign_styles(df["label"])
@@ -79,17 +64,3 @@ def _write_atomic(path: Path, text: str) -> None:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(text, encoding="utf-8")
     os.replace(tmp, path)
-
-
-def main(args: argparse.Namespace) -> int:
-    from bench.report.data import NoResultsError, load_results
-
-    sweep = sweep_name(args.sweep)
-    try:
-        df = load_results(args.results, sweep)
-    except NoResultsError as exc:
-        print(f"connbench report: {exc}", file=sys.stderr)
-        return 1
-    report = render_report(df, sweep, args.out, dpi=args.dpi, matrices=not args.no_matrices)
-    print(f"wrote {report} and {report.parent / 'figures'}/")
-    return 0

@@ -1,7 +1,7 @@
 """The five claims of the thread and the paper, each checked against the sweep's rows.
 
 Each ``claim_*`` function takes the prepared frame and returns a ``Claim``: a verdict
-from bench.report.verdicts, the evidence as Markdown lines, the test used, the figure
+from connbench.report.verdicts, the evidence as Markdown lines, the test used, the figure
 that shows it, and, when the sweep has no data for it, the sweep that does.
 """
 
@@ -13,10 +13,10 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from bench.report import data as D
-from bench.report import verdicts as V
-from bench.report.matrices import MatricesUnavailable, dense_matrices, reachability_stages
-from bench.report.style import parse_spec
+from connbench.report import data as D
+from connbench.report import verdicts as V
+from connbench.report.matrices import MatricesUnavailable, dense_matrices, reachability_stages
+from connbench.report.style import parse_spec
 
 NO_DATA = "no data"
 
@@ -167,7 +167,7 @@ def butterfly_structure_check(sizes=BUTTERFLY_CHECK_SIZES, matrices=None):
     application (its log2 H stages), with 2H·log2 H stored weights?
 
     ``matrices`` ({H: (dense, stored)}) can be injected; by default they come from
-    bench.connectivity. ok is None when the structure cannot be built here.
+    connbench.nn.structures. ok is None when the structure cannot be built here.
     """
     if matrices is None:
         try:
@@ -175,7 +175,7 @@ def butterfly_structure_check(sizes=BUTTERFLY_CHECK_SIZES, matrices=None):
             for h in sizes:
                 m = dense_matrices(["butterfly"], h).get("butterfly")
                 if m is None:
-                    return None, ["bench.connectivity has no `butterfly` structure"]
+                    return None, ["connbench.nn.structures has no `butterfly` structure"]
                 matrices[h] = (m["matrix"], m["stored"])
         except MatricesUnavailable as exc:
             return None, [f"structural check not run: {exc}"]

@@ -1,7 +1,7 @@
 """Reading the results store and shaping it into the tables the report draws.
 
 Everything here is pandas and numpy: the report never imports torch (figure 7 and
-the butterfly check import ``bench.connectivity`` lazily, elsewhere).
+the butterfly check import ``connbench.nn.structures`` lazily, elsewhere).
 """
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ import os
 import numpy as np
 import pandas as pd
 
-from bench.report.style import short_labels
-from bench.schema import COLUMN_NAMES, DTYPES, SPEED_METRIC
+from connbench.report.style import short_labels
+from connbench.results.schema import COLUMN_NAMES, DTYPES, SPEED_METRIC
 
 SPEED_PHASES = ("fwd", "bwd", "fwd+bwd")
 # Timing used for "time per step" when one number is wanted: what training pays.
@@ -32,7 +32,7 @@ def no_results_message(results_dir: str, sweep: str) -> str:
 
 
 def _read_parquet_dir(results_dir: str, sweep: str) -> pd.DataFrame:
-    """Stand-in for bench.store.load: every part file of the sweep, concatenated."""
+    """Stand-in for connbench.results.store.load: every part file of the sweep, concatenated."""
     files = sorted(glob.glob(os.path.join(results_dir, sweep, "*.parquet")))
     if not files:
         raise NoResultsError(no_results_message(results_dir, sweep))
@@ -44,9 +44,9 @@ def load_results(results_dir: str, sweep: str) -> pd.DataFrame:
     import importlib
 
     try:
-        store = importlib.import_module("bench.store")
+        store = importlib.import_module("connbench.results.store")
     except ModuleNotFoundError as exc:
-        if exc.name != "bench.store":
+        if exc.name != "connbench.results.store":
             raise
         store = None  # the store module has not landed: read the part files directly
     if store is not None and hasattr(store, "load"):

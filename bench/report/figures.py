@@ -17,9 +17,9 @@ from matplotlib.colors import TwoSlopeNorm
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 
-from bench.report import data as D
-from bench.report.matrices import MATRIX_HIDDEN, MatricesUnavailable, dense_matrices
-from bench.report.plotting import (
+from connbench.report import data as D
+from connbench.report.matrices import MATRIX_HIDDEN, MatricesUnavailable, dense_matrices
+from connbench.report.plotting import (
     count_x,
     figure_legend,
     grid_shape,
@@ -31,9 +31,9 @@ from bench.report.plotting import (
     save,
     unique_handles,
 )
-from bench.report.stats import bootstrap_median_ci
-from bench.report.style import DIVERGING_CMAP, label_order, natural_key, parse_spec
-from bench.schema import MEMORY_METRIC
+from connbench.report.stats import bootstrap_median_ci
+from connbench.report.style import DIVERGING_CMAP, label_order, natural_key, parse_spec
+from connbench.results.schema import MEMORY_METRIC
 
 PHASE_TITLES = {"fwd": "forward", "bwd": "backward", "fwd+bwd": "forward + backward"}
 
@@ -497,7 +497,7 @@ def fig_matrices(df, styles, path, dpi):
     except MatricesUnavailable as exc:
         return str(exc)
     if not mats:
-        return "bench.connectivity knows none of the default structures"
+        return "connbench.nn.structures knows none of the default structures"
     cmap = matplotlib.colormaps[DIVERGING_CMAP].with_extremes(bad="white")
     nr, nc = grid_shape(len(mats), 5)
     fig, axes = new_figure(nr, nc, 2.6 * nc + 1.0, 2.75 * nr + 0.6)
@@ -585,6 +585,6 @@ FIGURES = [
     FigureSpec(5, "learning_curves", "Learning curves", fig_learning_curves, "default"),
     FigureSpec(6, "lookback", "Lookback: longest T solved", fig_lookback, "lookback"),
     FigureSpec(7, "matrices", "The recurrent matrices at H=32", fig_matrices,
-               "any (needs bench.connectivity and torch)"),
+               "any (needs connbench.nn.structures and torch)"),
     FigureSpec(8, "memory_vs_hidden", "Peak memory vs hidden size", fig_memory, "default"),
 ]

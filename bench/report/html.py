@@ -43,7 +43,7 @@ def _table(lines: list[str]) -> list[str]:
 
 
 def to_html(markdown: str, title: str) -> str:
-    """HTML page of a Markdown text written by bench.report.markdown."""
+    """HTML page of a Markdown text written by connbench.report.markdown."""
     lines = markdown.splitlines()
     out = ["<!DOCTYPE html>", "<html><head><meta charset=\"utf-8\">",
            f"<title>{html.escape(title)}</title><style>{STYLE}</style></head><body>"]

@@ -11,12 +11,12 @@ import math
 import numpy as np
 import pandas as pd
 
-from bench.report import data as D
-from bench.report import verdicts as V
-from bench.report.claims import Claim
-from bench.report.figures import FIGURES, lookback_table, speedup_table
-from bench.report.stats import bootstrap_median_ci
-from bench.report.style import label_order
+from connbench.report import data as D
+from connbench.report import verdicts as V
+from connbench.report.claims import Claim
+from connbench.report.figures import FIGURES, lookback_table, speedup_table
+from connbench.report.stats import bootstrap_median_ci
+from connbench.report.style import label_order
 
 
 def _duration(seconds: float) -> str:

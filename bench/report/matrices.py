@@ -17,14 +17,14 @@ MATRIX_SEED = 0  # fixed so that the drawn weights are the same on every rerun
 
 
 class MatricesUnavailable(RuntimeError):
-    """bench.connectivity (or torch) cannot be imported here."""
+    """connbench.nn.structures (or torch) cannot be imported here."""
 
 
 def _connectivity():
     try:
-        from bench import connectivity
+        from connbench.nn import structures as connectivity
     except ImportError as exc:  # torch missing, or the module not written yet
-        raise MatricesUnavailable(f"bench.connectivity is not importable ({exc})") from exc
+        raise MatricesUnavailable(f"connbench.nn.structures is not importable ({exc})") from exc
     return connectivity
 
 

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from bench.report.stats import (
+from connbench.report.stats import (
     CI_LEVEL,
     Interval,
     bootstrap_diff_median_ci,

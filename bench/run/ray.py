@@ -12,7 +12,7 @@ Scheduling:
 
 No loss, no duplication: workers only compute; the driver writes. A task returns its
 rows and the driver writes them as one atomic part file named by the cell id
-(temp file + rename, in ``bench.store``). A worker that dies mid-cell has written
+(temp file + rename, in ``connbench.results.store``). A worker that dies mid-cell has written
 nothing; Ray reruns the task (``max_retries``). Whatever happens, each cell's rows
 reach the driver at most once per ``ObjectRef`` and land in a file keyed by its id,
 so a second write of the same cell replaces rather than duplicates. If the retries
@@ -29,7 +29,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bench.registry import SpecError
+from connbench.registry import SpecError
 
 SPEED_SLOT = "connbench_speed_slot"
 TRAIN_SLOT = 0.001  # a train cell's share of the slot: excludes speed cells, not each other
@@ -37,7 +37,7 @@ MAX_RETRIES = 3
 
 
 def _measure(cell: Any, sweep_name: str) -> list[dict]:
-    from bench.measure import is_exclusive, measure_cell
+    from connbench.measure.trial import is_exclusive, measure_cell
 
     # a train cell holds one CPU; a speed/memory cell has the node to itself
     return measure_cell(cell, sweep_name, threads=None if is_exclusive(cell) else 1)
@@ -45,7 +45,7 @@ def _measure(cell: Any, sweep_name: str) -> list[dict]:
 
 def task_options(cell: Any) -> dict[str, Any]:
     """Ray resource requests of one cell."""
-    from bench.measure import cell_config, is_exclusive
+    from connbench.measure.trial import cell_config, is_exclusive
 
     opts: dict[str, Any] = {
         "num_cpus": 1,
@@ -105,7 +105,7 @@ def run_ray(cells: list[Any], sweep_name: str, on_rows: Callable[[Any, list[dict
                 "drop them, e.g. --set 'speed.devices=[\"cpu\"]'")
         remote = ray.remote(_measure)
         # exclusive cells first so the queue does not starve them behind train cells
-        from bench.measure import is_exclusive
+        from connbench.measure.trial import is_exclusive
 
         ordered = sorted(cells, key=lambda c: not is_exclusive(c))
         pending = {remote.options(**task_options(c)).remote(c, sweep_name): c for c in ordered}

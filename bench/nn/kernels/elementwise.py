@@ -17,16 +17,13 @@ from __future__ import annotations
 
 import torch
 
-from bench import cells
+from connbench.nn.kernels.activations import tanh_
 
 
 def _act_forward_(x: torch.Tensor, act: str) -> None:
     """The activation, in place."""
     if act == "tanh":
-        if x.numel() >= cells.FAST_TANH_MIN_NUMEL and x.device.type == "cpu":
-            torch.sigmoid(x.mul_(2.0), out=x).mul_(2.0).sub_(1.0)  # tanh via sigmoid
-        else:
-            torch.tanh(x, out=x)
+        tanh_(x)
     elif act == "sigmoid":
         torch.sigmoid(x, out=x)
     else:
@@ -102,7 +99,7 @@ class FusedElementwiseElman(torch.autograd.Function):
 
 def elementwise_table(rec) -> tuple[torch.Tensor, tuple[int, ...], tuple[int, int]] | None:
     """(table (K, H), offsets, pads) if ``rec`` is an elementwise single-gate structure."""
-    from bench.connectivity import DiagonalRecurrence, ShiftedProducts
+    from connbench.nn.structures import DiagonalRecurrence, ShiftedProducts
 
     if rec.gates != 1:
         return None

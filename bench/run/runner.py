@@ -12,7 +12,7 @@ Executors:
 * ``local`` (default): speed and memory cells run first, one at a time, with nothing
   else running; then the train cells, in this process or, with ``--workers N``, in a
   pool of N spawned processes (each with ``cpu_count // N`` torch threads).
-* ``ray``: every cell is a Ray task (see ``bench.ray_executor``).
+* ``ray``: every cell is a Ray task (see ``connbench.run.ray``).
 
 In both, the driver (this process) writes each finished cell's rows as one atomic
 part file named by its cell id, so a rerun skips finished cells and ``--force`` redoes
@@ -27,98 +27,29 @@ boundary is then bisected; every trained length is a train cell of its own (see
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
-import time
 from collections import Counter
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-from bench.registry import SpecError
-
 RowsCallback = Callable[[Any, list[dict]], None]
 
 
 # --------------------------------------------------------------------------- CLI
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("sweep", help="a shipped sweep name (smoke, default, paper, trask, "
-                        "lookback) or the path of a TOML file")
-    parser.add_argument("--results", default="results", metavar="DIR",
-                        help="results directory; rows go to DIR/<sweep>/ (default: results)")
-    parser.add_argument("--set", dest="overrides", action="append", default=[],
-                        metavar="KEY=VALUE", help="override a sweep axis, e.g. "
-                        "--set hidden=[128,512] --set seeds=[0,1] (repeatable)")
-    parser.add_argument("--workers", type=int, default=1, metavar="N",
-                        help="local executor: N processes for train cells (default 1: "
-                        "in-process)")
-    parser.add_argument("--executor", choices=("local", "ray"), default="local",
-                        help="where cells run (default: local)")
-    parser.add_argument("--address", default=None, metavar="ADDR",
-                        help="ray: address of a running cluster (default: start a local "
-                        "Ray instance)")
-    parser.add_argument("--force", action="store_true", help="redo cells already finished")
-    parser.add_argument("--quiet", action="store_true", help="no progress bar or summary")
-    parser.add_argument("--skip-invalid", action="store_true",
-                        help="record impossible cells as skipped instead of refusing the sweep")
-
-
-def main(args: argparse.Namespace) -> int:
-    if args.workers < 1:
-        raise SpecError(f"--workers {args.workers}: must be at least 1")
-    if args.address and args.executor != "ray":
-        raise SpecError("--address needs --executor ray")
-    if args.executor == "ray":
-        try:
-            import ray  # noqa: F401
-        except ImportError:
-            raise SpecError("--executor ray: ray is not installed; "
-                            "pip install 'connbench[ray]'") from None
-
-    from bench import store
-    from bench.sweep import load_sweep
-
-    sweep = load_sweep(args.sweep, overrides=tuple(args.overrides),
-                       skip_invalid=args.skip_invalid)
-    cells = list(sweep.cells)
-    skipped = list(getattr(sweep, "skipped", []) or [])
-    if not cells and not skipped:
-        raise SpecError(f"sweep {sweep.name!r} has no cells; check its axes and excludes")
-    results = Path(args.results)
-    store.check_writable(results, sweep.name)
-    runner = Runner(
-        results=results,
-        sweep_name=sweep.name,
-        executor=args.executor,
-        workers=args.workers,
-        address=args.address,
-        force=args.force,
-        quiet=args.quiet,
-    )
-    t0 = time.perf_counter()
-    lookback = getattr(sweep, "lookback", None)
-    if lookback:
-        counts = run_lookback(runner, sweep, lookback)
-    else:
-        counts = runner.run(cells, skipped)
-    if not args.quiet:
-        summary = ", ".join(f"{n} {s}" for s, n in sorted(counts.items()) if n) or "nothing"
-        print(f"connbench run {sweep.name}: {summary} in {time.perf_counter() - t0:.0f} s "
-              f"-> {results / sweep.name}", file=sys.stderr)
-    return 1 if counts.get("lost") else 0
 
 
 # --------------------------------------------------------------------------- store glue
 def write_rows(results: Path, sweep_name: str, cell_id: str, rows: list[dict]) -> None:
     """Persist one cell's rows atomically (the store's per-cell parquet file)."""
-    from bench import store
+    from connbench.results import store
 
     store.write_cell(results, sweep_name, cell_id, rows)
 
 
 def done_ids(results: Path, sweep_name: str) -> set[str]:
-    from bench import store
+    from connbench.results import store
 
     return set(store.done_ids(results, sweep_name))
 
@@ -168,7 +99,7 @@ class Runner:
         return [c for c in cells if _cell_id(c) not in done]
 
     def run(self, cells: list[Any], skipped: Iterable[Any] = ()) -> Counter[str]:
-        from bench.measure import cell_phase, error_row
+        from connbench.measure.trial import cell_phase, error_row
 
         todo = self.pending(cells)
         if len(cells) > len(todo):
@@ -189,7 +120,7 @@ class Runner:
         bar = _progress(len(todo), self.sweep_name, self.quiet)
         try:
             if self.executor == "ray":
-                from bench.ray_executor import run_ray
+                from connbench.run.ray import run_ray
 
                 lost = run_ray(todo, self.sweep_name, self._callback(bar),
                                address=self.address, on_start=_on_start(bar))
@@ -205,8 +136,8 @@ class Runner:
         return self.counts
 
     def _record(self, cell: Any, rows: list[dict]) -> None:
-        from bench.measure import error_row
-        from bench.store import StoreError
+        from connbench.measure.trial import error_row
+        from connbench.results.store import StoreError
 
         cid = _cell_id(cell)
         try:
@@ -248,7 +179,7 @@ def _progress(total: int, desc: str, quiet: bool):
 
 
 def _on_start(bar) -> Callable[[Any], None]:
-    from bench.measure import describe
+    from connbench.measure.trial import describe
 
     def on_start(cell: Any) -> None:
         bar.set_postfix_str(describe(cell)[:70])
@@ -263,7 +194,7 @@ def run_local(cells: list[Any], sweep_name: str, on_rows: RowsCallback, *, worke
 
     Returns the cells that did not finish (a pool worker died), which were not recorded.
     """
-    from bench.measure import is_exclusive, measure_cell
+    from connbench.measure.trial import is_exclusive, measure_cell
 
     exclusive = [c for c in cells if is_exclusive(c)]
     train = [c for c in cells if not is_exclusive(c)]
@@ -279,7 +210,7 @@ def run_local(cells: list[Any], sweep_name: str, on_rows: RowsCallback, *, worke
 
 
 def _pool_measure(cell: Any, sweep_name: str, threads: int) -> list[dict]:
-    from bench.measure import measure_cell
+    from connbench.measure.trial import measure_cell
 
     return measure_cell(cell, sweep_name, threads=threads)
 
@@ -310,7 +241,7 @@ def _run_pool(cells, sweep_name, on_rows, workers, on_start) -> list[Any]:
 def run_lookback(runner: Runner, sweep: Any, spec: Any) -> Counter[str]:
     """Longest length each train cell solves: double until failure, then bisect.
 
-    ``spec`` is the sweep's ``[lookback]`` table (validated by ``bench.sweep``):
+    ``spec`` is the sweep's ``[lookback]`` table (validated by ``connbench.plan.sweep``):
     ``option`` (the task option that sets the length, default ``length``), ``start``
     (first length, default the base cell's own), ``max`` (largest length tried,
     default 1024) and ``resolution`` (stop bisecting when the bracket is narrower than
@@ -319,9 +250,9 @@ def run_lookback(runner: Runner, sweep: Any, spec: Any) -> Counter[str]:
     store instead of training them again. Speed and memory cells of the sweep run as
     a normal grid first.
     """
-    from bench.measure import cell_phase
-    from bench.registry import split_spec
-    from bench.sweep import with_task_option
+    from connbench.measure.trial import cell_phase
+    from connbench.plan.sweep import with_task_option
+    from connbench.registry import split_spec
 
     cfg = _lookback_config(spec)
     others = [c for c in sweep.cells if cell_phase(c) != "train"]
@@ -401,7 +332,7 @@ def _run_or_load(runner: Runner, cell: Any) -> list[dict]:
 
 
 def _load_cell(results: Path, sweep_name: str, cell_id: str) -> list[dict]:
-    from bench import store
+    from connbench.results import store
 
     if cell_id not in done_ids(results, sweep_name):
         return []

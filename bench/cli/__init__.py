@@ -1,4 +1,4 @@
-"""`connbench …` / `python -m bench …`: one subcommand per harness module.
+"""`connbench …` / `python -m connbench …`: one subcommand per harness module.
 
 Each subcommand lives in its own module, which provides ``add_arguments(parser)`` and
 ``main(args) -> int``; modules are imported only when their command runs, so
@@ -11,15 +11,16 @@ import argparse
 import importlib
 import sys
 
-from bench.registry import SpecError
+from connbench.registry import SpecError
 
 # command -> (module, help)
 COMMANDS: dict[str, tuple[str, str]] = {
-    "list": ("bench.listing", "list structures, cells and tasks with their options"),
-    "kernels": ("bench.kernels", "time every structure's recurrent layer (a benchmark)"),
-    "train": ("bench.train", "train one model on one task"),
-    "run": ("bench.run", "run a sweep into the results store"),
-    "report": ("bench.report", "render figures and REPORT.md from the results store"),
+    "list": ("connbench.cli.listing", "list structures, cells and tasks with their options"),
+    "kernels": ("connbench.cli.kernels", "time every structure's recurrent layer (a benchmark)"),
+    "train": ("connbench.cli.train", "train one model on one task"),
+    "run": ("connbench.cli.run", "run a sweep into the results store"),
+    "report": ("connbench.cli.report", "render figures and REPORT.md from the results store"),
+    "gate": ("connbench.cli.gate", "the CI timing gate: speed ratios against thresholds"),
 }
 
 

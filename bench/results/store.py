@@ -11,7 +11,7 @@ state or the whole new file, never half a file. A cell is *done* when its part
 exists and is readable; a rerun skips done cells and ``--force`` rewrites them.
 Temporary files of a killed writer (``.*.tmp``) are ignored and may be deleted.
 
-Rows are validated against :data:`bench.schema.COLUMNS` on write (unknown columns are
+Rows are validated against :data:`connbench.results.schema.COLUMNS` on write (unknown columns are
 an error, missing ones are filled with NA) and read back with the schema's dtypes.
 This module never imports torch.
 """
@@ -31,9 +31,9 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from bench.atomic import atomic_write
-from bench.registry import SpecError
-from bench.schema import COLUMN_NAMES, DTYPES
+from connbench.files import atomic_write
+from connbench.registry import SpecError
+from connbench.results.schema import COLUMN_NAMES, DTYPES
 
 CORRUPT_DIR = "corrupt"
 
@@ -48,7 +48,7 @@ class StoreError(ValueError):
 
 @functools.lru_cache(maxsize=1)
 def arrow_schema() -> pa.Schema:
-    """The parquet schema of a part file, in bench.schema column order."""
+    """The parquet schema of a part file, in connbench.results.schema column order."""
     return pa.schema([(c, pa.list_(pa.float64()) if c in _LIST_COLUMNS else _ARROW[DTYPES[c]])
                       for c in COLUMN_NAMES])
 
@@ -103,7 +103,7 @@ def coerce(rows: Iterable[Mapping[str, Any]] | pd.DataFrame) -> pd.DataFrame:
             f"; {c!r}: did you mean {m[0]!r}?"
             for c in unknown if (m := difflib.get_close_matches(str(c), COLUMN_NAMES, n=1)))
         raise StoreError(f"unknown result column(s) {', '.join(map(repr, unknown))}{hints}; "
-                         "the columns are listed in bench/schema.py (add new ones there)")
+                         "the columns are listed in connbench.results.schema (add new ones there)")
     out = {}
     for col in COLUMN_NAMES:
         values = df[col] if col in df.columns else pd.Series([None] * len(df), dtype=object)

@@ -6,11 +6,12 @@ import json
 
 
 def _registries():
-    from bench import cells, connectivity
+    from connbench.nn import cells
+    from connbench.nn import structures as connectivity
 
     regs = [("connectivities", connectivity.REGISTRY), ("cells", cells.CELLS)]
     try:
-        import tasks
+        from connbench import tasks
     except ImportError:  # tasks package not importable: list the rest
         return regs
     return regs + [("tasks", tasks.REGISTRY)]

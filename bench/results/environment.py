@@ -1,6 +1,6 @@
 """The environment a measurement ran in, as results-row columns.
 
-:func:`environment` returns the ``bench.schema`` environment columns plus ``threads``.
+:func:`environment` returns the ``connbench.results.schema`` environment columns plus ``threads``.
 What cannot change within a process (versions, CPU model, host, git state) is
 computed once; the thread count, GPU name (per device) and timestamp are read on
 every call. Nothing here ever raises: an unknown value is an empty string (or NA
@@ -18,9 +18,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-import bench
+import connbench
 
-SOURCE_ROOT = Path(__file__).resolve().parent.parent
+SOURCE_ROOT = Path(__file__).resolve().parents[2]  # the checkout: bench/results/ -> ..
 
 
 def now_utc() -> str:
@@ -86,7 +86,7 @@ def _static() -> dict[str, Any]:
         "host": socket.gethostname(),
         "git_commit": commit,
         "git_dirty": dirty,
-        "connbench_version": bench.__version__,
+        "connbench_version": connbench.__version__,
     }
 
 
@@ -112,7 +112,7 @@ def environment(device: str = "cpu") -> dict[str, Any]:
     try:
         env = dict(_static())
     except Exception:  # noqa: BLE001 - never fail a cell for its metadata
-        env = {"connbench_version": bench.__version__}
+        env = {"connbench_version": connbench.__version__}
     env["gpu_name"] = gpu_name(str(device))
     env["threads"] = torch.get_num_threads()
     env["timestamp"] = now_utc()

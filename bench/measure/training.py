@@ -13,15 +13,13 @@ Precedence of settings: explicit arguments > preset > task defaults.
 
 from __future__ import annotations
 
-import json
 import math
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
-from bench.registry import SpecError
+from connbench.registry import SpecError
 
 MODEL_KEYS = ("hidden", "cell", "bias", "init", "layers")  # what a preset may set on the model
 EVAL_CHUNK = 512  # sequences per evaluation forward, to bound memory
@@ -68,14 +66,14 @@ def _json_safe(obj: Any) -> Any:
 
 
 def _canonical_connectivity(spec: str, hidden: int) -> str:
-    from bench import connectivity
+    from connbench.nn import structures as connectivity
 
     connectivity.check(spec, hidden)
     return connectivity.canonical(spec)
 
 
 def _check_cell(cell: str) -> None:
-    from bench.cells import CELLS
+    from connbench.nn.cells import CELLS
 
     CELLS.get(cell)
 
@@ -133,8 +131,8 @@ def train(
     """
     import torch
 
-    import tasks as task_registry
-    from bench.model import SequenceModel
+    from connbench import tasks as task_registry
+    from connbench.nn.model import SequenceModel
 
     # ---- resolve and validate everything first: user mistakes raise SpecError here
     if isinstance(task, str):
@@ -298,7 +296,7 @@ def _loop(model, task, opt, defaults, result, seed, device, progress, max_time_s
 
 
 def _merge_spec(task, options: dict[str, Any]) -> str:
-    from bench.registry import format_spec
+    from connbench.registry import format_spec
 
     return format_spec(task.name, {**task.options, **options})
 
@@ -310,87 +308,3 @@ def _check_positive(**values: Any) -> None:
 
 
 # ------------------------------------------------------------------------------ CLI
-
-
-def add_arguments(parser) -> None:
-    """Arguments of `connbench train`."""
-    parser.add_argument("--task", required=True, help="task spec, e.g. copy:length=100")
-    parser.add_argument("--connectivity", default="full", help="structure spec (default full)")
-    parser.add_argument(
-        "--cell", default=None, help="rnn_tanh (default), rnn_relu, rnn_sigmoid, gru, lstm"
-    )
-    parser.add_argument("--hidden", type=int, default=None, help="hidden units (or from a preset)")
-    parser.add_argument("--layers", type=int, default=None, help="recurrent layers (default 1)")
-    parser.add_argument("--steps", type=int, default=None, help="training steps (task default)")
-    parser.add_argument("--lr", type=float, default=None, help="learning rate (task default)")
-    parser.add_argument("--batch", type=int, default=None, help="batch size (task default)")
-    parser.add_argument("--optimizer", default=None, help="sgd, adam or rmsprop (task default)")
-    parser.add_argument("--preset", default=None, help="a task preset, e.g. trask")
-    parser.add_argument("--seed", type=int, default=0, help="seed (default 0)")
-    parser.add_argument("--max-time", type=float, default=None, help="wall-clock budget, seconds")
-    parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads")
-    parser.add_argument(
-        "--no-early-stop", action="store_true", help="train all steps even once solved"
-    )
-    parser.add_argument("--device", default="cpu", help="cpu or cuda")
-    parser.add_argument("--json", action="store_true", help="print the result as one JSON line")
-
-
-def _progress_line(step: int, total: int, loss: float, metrics: dict) -> None:
-    shown = " ".join(f"{k} {v:.4g}" for k, v in metrics.items())
-    line = f"\rstep {step}/{total}  loss {loss:.4g}  {shown}   "
-    print(line, end="", file=sys.stderr, flush=True)
-
-
-def main(args) -> int:
-    """Run `connbench train`; exit 0 unless the run failed."""
-    import torch
-
-    if args.threads is not None:
-        if args.threads < 1:
-            raise SpecError(f"--threads {args.threads} must be at least 1")
-        torch.set_num_threads(args.threads)
-    result = train(
-        args.task,
-        cell=args.cell,
-        connectivity=args.connectivity,
-        hidden=args.hidden,
-        layers=args.layers,
-        steps=args.steps,
-        lr=args.lr,
-        batch=args.batch,
-        optimizer=args.optimizer,
-        seed=args.seed,
-        preset=args.preset,
-        device=args.device,
-        progress=_progress_line,
-        max_time_s=args.max_time,
-        stop_when_solved=not args.no_early_stop,
-    )
-    print(file=sys.stderr)  # end the carriage-return progress line
-    if args.json:
-        d = result.to_dict()
-        keys = ("task", "connectivity", "cell", "hidden", "seed", "steps", "status", "solved",
-                "steps_to_solve", "metrics", "chance", "params", "layers", "wall_time_s",
-                "primary_metric", "higher_is_better", "stop_reason", "error", "config")
-        print(json.dumps({k: d[k] for k in keys}))
-    else:
-        print(_summary(result))
-    return 1 if result.status == "failed" else 0
-
-
-def _summary(r: TrainResult) -> str:
-    lines = [
-        f"{r.task}  {r.cell} {r.connectivity} hidden {r.hidden}  seed {r.seed}",
-        f"status {r.status} ({r.stop_reason}) after {r.steps} steps, {r.wall_time_s:.1f} s"
-        + (f"; solved at step {r.steps_to_solve}" if r.solved else "; not solved"),
-    ]
-    for name, value in r.metrics.items():
-        chance = r.chance.get(name)
-        shown = f"  {name} {value:.4f}"
-        lines.append(shown + (f"  (chance {chance:.4f})" if chance is not None else ""))
-    p = r.params
-    lines.append(f"  params {p.get('total')} total, recurrent stored {p.get('recurrent_stored')}")
-    if r.error:
-        lines.append(f"  error: {r.error}")
-    return "\n".join(lines)

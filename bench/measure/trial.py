@@ -1,4 +1,4 @@
-"""Measure one sweep cell and return its tidy result rows (see ``bench.schema``).
+"""Measure one sweep cell and return its tidy result rows (see ``connbench.results.schema``).
 
 A cell has one phase:
 
@@ -10,13 +10,13 @@ A cell has one phase:
   ``bwd`` is a measurement, not ``fwd+bwd − fwd``.
 * ``memory`` — extra peak memory of one forward+backward. CUDA: ``max_memory_allocated``
   after ``reset_peak_memory_stats``, minus what was allocated before. CPU: a fresh
-  subprocess per cell (``python -m bench.measure --memory``) that builds the model and
+  subprocess per cell (``python -m connbench.measure.trial --memory``) that builds the model and
   a batch, resets the kernel's peak-RSS counter (``/proc/self/clear_refs`` = 5, Linux
   ≥ 4.0), runs one forward+backward and reports ``VmHWM − VmRSS before``. Where the
   counter cannot be reset it falls back to ``ru_maxrss`` growth, which is still right
   because the process is fresh (``ru_maxrss`` only ever rises, so a shared process
   would report the largest earlier cell instead).
-* ``train`` — ``bench.train.train``: one row per final task metric and the learning
+* ``train`` — ``connbench.measure.training.train``: one row per final task metric and the learning
   curve as ``history`` rows.
 
 Every row carries stored/effective/total parameters and FLOPs per step, from
@@ -38,7 +38,7 @@ from dataclasses import asdict, is_dataclass
 from datetime import datetime, timezone
 from typing import Any
 
-from bench.schema import COLUMN_NAMES, MEMORY_METRIC, SPEED_METRIC
+from connbench.results.schema import COLUMN_NAMES, MEMORY_METRIC, SPEED_METRIC
 
 SPEED_PHASES = ("speed", "memory")  # cell phases that need the machine to themselves
 
@@ -95,12 +95,12 @@ _ENV_CACHE: dict[str, dict] = {}
 
 
 def environment(device: str = "cpu") -> dict[str, Any]:
-    """Environment columns (from ``bench.env``), computed once per process and device."""
+    """Environment columns (from ``connbench.results.environment``), computed once per process and device."""
     key = "cuda" if str(device).startswith("cuda") else "cpu"
     if key not in _ENV_CACHE:
         env: dict[str, Any] = {}
         try:
-            from bench import env as env_mod
+            from connbench.results import environment as env_mod
 
             fn = getattr(env_mod, "environment", None) or getattr(env_mod, "collect", None)
             if fn is not None:
@@ -116,14 +116,14 @@ def environment(device: str = "cpu") -> dict[str, Any]:
 
             import torch
 
-            import bench
+            import connbench
 
             env = {
                 "torch_version": torch.__version__,
                 "cuda_version": torch.version.cuda or "",
                 "cpu_model": platform.processor() or platform.machine(),
                 "host": socket.gethostname(),
-                "connbench_version": bench.__version__,
+                "connbench_version": connbench.__version__,
             }
         _ENV_CACHE[key] = {k: v for k, v in env.items() if k in COLUMN_NAMES}
     return dict(_ENV_CACHE[key])
@@ -175,8 +175,8 @@ def _now() -> str:
 def _try_accounting(cell: Any) -> dict[str, Any]:
     """Parameter and FLOP columns of a cell's model, or nothing if it cannot be built."""
     try:
-        import tasks
-        from bench.model import SequenceModel
+        from connbench import tasks
+        from connbench.nn.model import SequenceModel
 
         cfg = cell_config(cell)
         task = tasks.make(str(_get(cfg, "task_spec", "task")))
@@ -208,8 +208,8 @@ def build(cfg: dict):
     """(task, model, x, y, accounting) for a cell, on its device and dtype."""
     import torch
 
-    import tasks
-    from bench.model import SequenceModel
+    from connbench import tasks
+    from connbench.nn.model import SequenceModel
 
     task = tasks.make(str(_get(cfg, "task_spec", "task")))
     device = str(_get(cfg, "device", default="cpu"))
@@ -267,8 +267,8 @@ def accounting(model, batch: int) -> dict[str, Any]:
 
 # --------------------------------------------------------------------------- speed
 def _time(fn, *, threads: int, min_run_time: float, warmup: int, device: str):
-    """``bench.timing.time_callable`` (the lead's timer)."""
-    from bench.timing import time_callable
+    """``connbench.perf.timing.time_callable`` (the lead's timer)."""
+    from connbench.perf.timing import time_callable
 
     return time_callable(
         fn, threads=threads, min_run_time=min_run_time, warmup=warmup, device=device
@@ -352,7 +352,7 @@ def _reset_peak_rss() -> bool:
 def peak_memory_here(cfg: dict) -> dict[str, Any]:
     """Extra peak bytes of one forward+backward, measured in this process.
 
-    Call it on CPU only in a fresh process (``python -m bench.measure --memory``).
+    Call it on CPU only in a fresh process (``python -m connbench.measure.trial --memory``).
     """
     import resource
 
@@ -414,11 +414,8 @@ def measure_memory(cell: Any, sweep: str, *, threads: int | None = None) -> list
 
 def _memory_in_fresh_process(cfg: dict) -> dict[str, Any]:
     env = dict(os.environ)
-    # the child must import this checkout even when it is not installed
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     proc = subprocess.run(
-        [sys.executable, "-m", "bench.measure", "--memory"],
+        [sys.executable, "-m", "connbench.measure.trial", "--memory"],
         input=json.dumps(cfg, default=str),
         capture_output=True,
         text=True,
@@ -436,8 +433,8 @@ def _memory_in_fresh_process(cfg: dict) -> dict[str, Any]:
 def measure_train(cell: Any, sweep: str, *, threads: int | None = None) -> list[dict]:
     import torch
 
-    import tasks
-    from bench.train import train
+    from connbench import tasks
+    from connbench.measure.training import train
 
     cfg = cell_config(cell)
     threads = _threads(cfg, threads)
@@ -522,8 +519,8 @@ def _int(v: Any) -> int | None:
 
 def _train_accounting(result, batch: int) -> dict[str, Any]:
     """Parameter counts of the trained model, and its FLOPs per step."""
-    import tasks
-    from bench.model import SequenceModel
+    from connbench import tasks
+    from connbench.nn.model import SequenceModel
 
     pc = dict(result.params or {})
     out: dict[str, Any] = {

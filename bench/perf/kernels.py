@@ -8,14 +8,11 @@ run.
 
 from __future__ import annotations
 
-import json
-import sys
-
 import torch
 from torch import nn
 
-from bench import cells
-from bench.timing import Timing, time_callable
+from connbench.nn import cells
+from connbench.perf.timing import Timing, time_callable
 
 DEFAULT_SPECS = [
     "full", "none", "diagonal", "banded:width=3", "jordan", "block:groups=16",
@@ -86,33 +83,3 @@ def format_table(rows: list[dict]) -> str:
         lines.append(f"| {s} | {f['us_per_step']:.1f} | {f['speedup_vs_full']:.2f}× | "
                      f"{b['us_per_step']:.1f} | {b['speedup_vs_full']:.2f}× |")
     return "\n".join(lines)
-
-
-def add_arguments(p):
-    p.add_argument("--hidden", type=int, default=512)
-    p.add_argument("--batch", type=int, default=32)
-    p.add_argument("--steps", type=int, default=100, help="sequence length T")
-    p.add_argument("--threads", type=int, default=None, help="torch threads (default: all)")
-    p.add_argument("--min-run-time", type=float, default=1.0, help="seconds per measurement")
-    p.add_argument("--connectivity", action="append", metavar="SPEC",
-                   help="structures to time (repeatable; default: all ten)")
-    p.add_argument("--json", action="store_true", help="print one JSON array")
-
-
-def main(args) -> int:
-    from bench import connectivity
-
-    specs = args.connectivity or DEFAULT_SPECS
-    for s in specs:
-        connectivity.check(s, args.hidden)
-    if "full" not in specs:
-        specs = ["full", *specs]
-    threads = args.threads or torch.get_num_threads()
-    rows = measure(specs, args.hidden, args.batch, args.steps, threads, args.min_run_time)
-    if args.json:
-        print(json.dumps(rows))
-    else:
-        print(f"H={args.hidden} B={args.batch} T={args.steps} threads={threads} "
-              f"torch {torch.__version__}", file=sys.stderr)
-        print(format_table(rows))
-    return 0

@@ -1,4 +1,4 @@
-"""`python -m bench.gate`: the CI timing gate on speed *ratios* measured in one run.
+"""`python -m connbench.perf.gate`: the CI timing gate on speed *ratios* measured in one run.
 
 Absolute times on shared machines swing by 10–50 % (PERF_NOTES), and a saved run from
 another machine means nothing. So the gate times, in one process and in interleaved
@@ -23,32 +23,32 @@ measured), 2 a mistake in the thresholds file or the arguments.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import json
 import math
 import os
 import platform
 import statistics
-import sys
 import time
 from collections.abc import Iterable, Iterator
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
 
-from bench import cells, connectivity
-from bench.kernels import TORCH_RNN, layer_callables
-from bench.registry import SpecError
-from bench.timing import interleaved
+from connbench.nn import cells
+from connbench.nn import structures as connectivity
+from connbench.perf.kernels import TORCH_RNN, layer_callables
+from connbench.perf.timing import interleaved
+from connbench.registry import SpecError
+from connbench.results.environment import SOURCE_ROOT
 
 try:
     import tomllib
 except ModuleNotFoundError:  # Python 3.10
     import tomli as tomllib
 
-DEFAULT_THRESHOLDS = Path(__file__).resolve().parent.parent / "benchmarks" / "thresholds.toml"
+DEFAULT_THRESHOLDS = SOURCE_ROOT / "benchmarks" / "thresholds.toml"
 SLOW_ENV = "CONNBENCH_SLOW"
 DOCS = "docs/perf.md"
 
@@ -101,7 +101,7 @@ def load(path: str | os.PathLike = DEFAULT_THRESHOLDS) -> Gate:
         data = tomllib.loads(path.read_text())
     except FileNotFoundError:
         raise SpecError(f"thresholds file {str(path)!r} does not exist; create one with "
-                        f"`python -m bench.gate --propose {path}`") from None
+                        f"`python -m connbench.perf.gate --propose {path}`") from None
     except tomllib.TOMLDecodeError as e:
         raise SpecError(f"thresholds file {str(path)!r} is not valid TOML: {e}") from None
     raw = data.get("gate", {})
@@ -208,7 +208,7 @@ def force_dense_every_step(rec: connectivity.Recurrence) -> connectivity.Recurre
 
 @contextlib.contextmanager
 def slowed(names: set[str]) -> Iterator[None]:
-    """While active, layers built by ``bench.cells.make`` whose structure is named in
+    """While active, layers built by ``connbench.nn.cells.make`` whose structure is named in
     ``names`` run the slow path: no fused time loop, dense W rebuilt every step."""
     if not names:
         yield
@@ -220,10 +220,10 @@ def slowed(names: set[str]) -> Iterator[None]:
         if layer.rec.name in names:
             force_dense_every_step(layer.rec)
             if hasattr(layer, "fused"):
-                layer.fused = False  # bench.fused bypasses the stepper entirely
+                layer.fused = False  # connbench.nn.kernels.elementwise bypasses the stepper entirely
         return layer
 
-    cells.make = make  # bench.kernels builds its layers through cells.make
+    cells.make = make  # connbench.perf.kernels builds its layers through cells.make
     try:
         yield
     finally:
@@ -410,7 +410,7 @@ def pooled(paths: Iterable[str | os.PathLike], settings: Settings) -> Measuremen
             got = data["settings"]
             ratios = data["ratios"]
         except (OSError, ValueError, KeyError, TypeError) as e:
-            raise SpecError(f"--from {path}: not a `bench.gate --json` output ({e})") from None
+            raise SpecError(f"--from {path}: not a `connbench.perf.gate --json` output ({e})") from None
         if data.get("slow"):
             raise SpecError(f"--from {path}: measured with the slow switch {data['slow']}")
         for k in ("batch", "steps", "threads"):
@@ -466,108 +466,3 @@ def fingerprint(info: dict | None = None) -> str:
     slug = "-".join(p for p in parts if p).lower()
     return "".join(c if c.isalnum() or c in ".-" else "-" for c in slug).strip("-")
 
-
-# -- command line ----------------------------------------------------------------------
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--thresholds", default=str(DEFAULT_THRESHOLDS), metavar="TOML",
-                   help="committed thresholds and settings (default: %(default)s)")
-    p.add_argument("--rounds", type=int, default=None,
-                   help="override the number of interleaved rounds (more: less noise)")
-    p.add_argument("--slow", action="append", default=[], metavar="NAME",
-                   help=f"force structure NAME through the dense-every-step slow path "
-                        f"(repeatable; also ${SLOW_ENV}=a,b)")
-    p.add_argument("--json", action="store_true",
-                   help="print one JSON object on stdout (the table goes to stderr)")
-    p.add_argument("--propose", metavar="PATH",
-                   help="write thresholds derived from this measurement to PATH "
-                        "(min = fraction × measured); never fails")
-    p.add_argument("--from", dest="from_", nargs="+", metavar="JSON", default=None,
-                   help="with --propose: pool the rounds of earlier --json outputs "
-                        "instead of measuring now")
-    p.add_argument("--fraction", type=float, default=None,
-                   help="with --propose: min as a fraction of the measured ratio "
-                        "(default: the file's [gate] fraction)")
-
-
-def main(args: argparse.Namespace) -> int:
-    try:
-        gate = load(args.thresholds)
-        slow = slow_names(args.slow)
-        if args.rounds is not None and args.rounds < 1:
-            raise SpecError(f"--rounds={args.rounds} must be at least 1")
-        if args.fraction is not None and not 0.0 < args.fraction <= 1.0:
-            raise SpecError(f"--fraction={args.fraction} must be in (0, 1]")
-        if args.propose and slow:
-            raise SpecError(f"refusing to propose thresholds with the slow switch on "
-                            f"({sorted(slow)}); unset ${SLOW_ENV} and --slow")
-        if args.from_ and not args.propose:
-            raise SpecError("--from is only used with --propose")
-        m = pooled(args.from_, gate.settings) if args.from_ else None
-    except SpecError as e:
-        print(f"bench.gate: {e}", file=sys.stderr)
-        return 2
-    info = machine()
-    print(f"bench.gate: {len(gate.ratios)} ratios from {gate.source}; {info['cpu']}, "
-          f"{info['cores']} cores, torch {info['torch']}, load {info.get('loadavg')}"
-          + (f"; SLOW: {sorted(slow)}" if slow else ""), file=sys.stderr, flush=True)
-    if m is None:
-        m = measure(gate, slow, args.rounds)
-    source = (f"{len(args.from_)} pooled runs ({m.settings.rounds} rounds)" if args.from_
-              else f"{m.settings.rounds} rounds, load {info.get('loadavg')}")
-    rows = evaluate(gate.ratios, m.per_round)
-    table = format_table(rows, m.settings)
-    failed = any(r.failed for r in rows)
-    if args.propose:
-        new = proposal(gate, m, args.fraction)
-        header = (f"connbench timing-gate thresholds. Proposed by `python -m bench.gate "
-                  f"--propose` on {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}\n"
-                  f"({info['cpu']}, {info['cores']} cores, torch {info['torch']}) from "
-                  f"{source}.\n"
-                  f"min = fraction × typical; review the diff before committing "
-                  f"(see {DOCS}).")
-        Path(args.propose).write_text(dump(new, header))
-        print(f"bench.gate: proposed thresholds written to {args.propose}", file=sys.stderr)
-    if args.json:
-        print(table, file=sys.stderr)
-        print(json.dumps(_nan_to_none({
-            "passed": not failed,
-            "settings": asdict(m.settings),
-            "machine": info,
-            "slow": m.slow,
-            "elapsed_s": round(m.elapsed_s, 2),
-            "us_per_step": {k: round(v, 2) for k, v in m.us_per_step.items()},
-            "us_per_step_rounds": {k: [round(x, 2) for x in v] for k, v in m.us_rounds.items()},
-            "ratios": [{**asdict(r), "failed": r.failed,
-                        "per_round": m.per_round.get((r.subject, r.baseline, r.hidden))}
-                       for r in rows],
-        })))
-    else:
-        if m.us_per_step:
-            times = "  ".join(f"{k} {v:,.0f}" for k, v in m.us_per_step.items())
-            print(f"µs per step (median): {times}", file=sys.stderr)
-        print(table)
-    print(f"bench.gate: {'FAIL' if failed else 'PASS'} ({source}) in {m.elapsed_s:.0f} s",
-          file=sys.stderr)
-    if args.propose:
-        return 0
-    return 1 if failed else 0
-
-
-def _nan_to_none(obj):
-    if isinstance(obj, float) and math.isnan(obj):
-        return None
-    if isinstance(obj, dict):
-        return {k: _nan_to_none(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_nan_to_none(v) for v in obj]
-    return obj
-
-
-def cli(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m bench.gate", description=__doc__.split("\n")[0])
-    add_arguments(p)
-    return main(p.parse_args(argv))
-
-
-if __name__ == "__main__":
-    sys.exit(cli())

@@ -5,8 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from bench import cells
-from bench.registry import SpecError
+from connbench.nn import cells
+from connbench.registry import SpecError
 
 READOUTS = ("every_step", "last_step")
 INITS = ("default", "uniform")

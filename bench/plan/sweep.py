@@ -47,7 +47,7 @@ the product only, never to includes. ``seq_len`` sets the length of speed and me
 cells; a train cell always uses its task's length (set it with a task option such as
 ``copy:length=200``).
 
-A ``[lookback]`` table turns the sweep into a search run by ``bench.run``: for each
+A ``[lookback]`` table turns the sweep into a search run by ``connbench.run.runner``: for each
 train cell, a task option (``option``, default ``length``) is doubled from ``start``
 until training fails or ``max`` is reached, then bisected until the bracket is within
 ``resolution`` (a fraction) of its lower end. Expansion validates the table (keys,
@@ -72,7 +72,7 @@ results layout, is docs/results.md.
 
 Command-line overrides (``--set KEY=VALUE``) replace a key before expansion; VALUE is
 a TOML value (``--set hidden=[128,512]``, ``--set train.steps=100``; a bare word is a
-string). Every mistake raises :class:`~bench.registry.SpecError` before any work.
+string). Every mistake raises :class:`~connbench.registry.SpecError` before any work.
 """
 
 from __future__ import annotations
@@ -88,7 +88,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench.registry import Registry, SpecError, format_spec, split_spec
+from connbench.registry import Registry, SpecError, format_spec, split_spec
 
 try:
     import tomllib
@@ -174,7 +174,7 @@ class Cell:
         return out
 
     def row_fields(self) -> dict[str, Any]:
-        """The identity columns of a results row (bench.schema names), phase excluded."""
+        """The identity columns of a results row (connbench.results.schema names), phase excluded."""
         return {
             "cell_id": self.cell_id, "sweep": self.sweep,
             "task": self.task, "task_spec": self.task_spec,
@@ -221,13 +221,13 @@ class Resolver:
     def registry(self, kind: str) -> Registry:
         """The registry of ``task``, ``connectivity`` or ``cell`` specs."""
         if kind == "task":
-            import tasks
+            from connbench import tasks
             return tasks.REGISTRY
         if kind == "connectivity":
-            from bench import connectivity
+            from connbench.nn import structures as connectivity
             return connectivity.REGISTRY
         if kind == "cell":
-            from bench import cells
+            from connbench.nn import cells
             return cells.CELLS
         raise KeyError(kind)
 
@@ -237,7 +237,7 @@ class Resolver:
 
     def _task(self, spec: str) -> Any:
         if spec not in self._tasks:
-            import tasks
+            from connbench import tasks
             self._tasks[spec] = tasks.make(spec)
         return self._tasks[spec]
 
@@ -253,7 +253,7 @@ class Resolver:
 
     def check(self, connectivity: str, hidden: int) -> None:
         """Raise SpecError if the structure cannot have this hidden size."""
-        from bench import connectivity as conn
+        from connbench.nn import structures as conn
         conn.check(connectivity, hidden)
 
     def model_shape(self, task: str) -> tuple:
@@ -276,7 +276,7 @@ class Resolver:
                layers: int) -> int:
         import torch
 
-        from bench.model import SequenceModel
+        from connbench.nn.model import SequenceModel
         inputs, outputs, vocab, readout = self.model_shape(task)
         kwargs = dict(cell=cell, connectivity=connectivity, layers=layers,
                       readout=readout, vocab=vocab)
@@ -345,7 +345,7 @@ def parse_hidden(value: Any) -> HiddenRequest:
 
 
 def shipped_sweeps() -> list[str]:
-    """Names of the sweeps shipped in bench/sweeps/."""
+    """Names of the sweeps shipped in connbench/plan/sweeps/."""
     return sorted(p.stem for p in SWEEPS_DIR.glob("*.toml"))
 
 

@@ -2,7 +2,7 @@
 
 A cell is one layer in one direction. The input projection for all time steps is one
 matmul before the time loop (as cuDNN does); only the recurrence runs step by step,
-with the state kept in the structure's layout (see ``bench.connectivity``).
+with the state kept in the structure's layout (see ``connbench.nn.structures``).
 
 Biases: one bias per gate, folded into the input projection, so an Elman layer has
 H biases as in the "Recurrent Layers" parameter formula (torch.nn.RNN keeps two, b_ih
@@ -20,37 +20,13 @@ import math
 import torch
 from torch import nn
 
-from bench import connectivity, fused
-from bench.registry import Registry
+from connbench.nn import structures as connectivity
+from connbench.nn.kernels import elementwise as fused
+from connbench.nn.kernels.activations import tanh
+from connbench.registry import Registry
 
 CELLS = Registry("cell")
 GATES: dict[str, int] = {}
-
-# torch.tanh costs ~1.9 ns/element on this CPU build, sigmoid ~0.36 (PERF_NOTES);
-# tanh(x) = 2·sigmoid(2x) − 1 wins once a tensor is large enough to amortise the
-# extra ops and the Python autograd.Function.
-FAST_TANH_MIN_NUMEL = 16384
-
-
-class _SigmoidTanh(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, x):
-        y = torch.sigmoid(x * 2.0).mul_(2.0).sub_(1.0)
-        ctx.save_for_backward(y)
-        return y
-
-    @staticmethod
-    def backward(ctx, grad):
-        (y,) = ctx.saved_tensors
-        return torch.ops.aten.tanh_backward(grad, y)
-
-
-def tanh(x: torch.Tensor) -> torch.Tensor:
-    """tanh, through sigmoid for large CPU tensors (same values to ~1e-7)."""
-    if x.numel() >= FAST_TANH_MIN_NUMEL and x.device.type == "cpu":
-        return _SigmoidTanh.apply(x)
-    return torch.tanh(x)
-
 
 class Cell(nn.Module):
     """Base: input projection, structured recurrence, and a time loop."""
@@ -107,7 +83,7 @@ class Cell(nn.Module):
 class ElmanCell(Cell):
     activation = staticmethod(tanh)
     act_name = "tanh"
-    fused = True  # use bench.fused for elementwise structures (tests switch it off)
+    fused = True  # use connbench.nn.kernels.elementwise for elementwise structures (tests switch it off)
 
     def forward(self, x, return_sequence=True):
         plan = fused.elementwise_table(self.rec) if self.fused else None

@@ -1,0 +1,40 @@
+"""`connbench kernels`: time every structure's recurrent layer (a benchmark)."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import torch
+
+from connbench.perf.kernels import DEFAULT_SPECS, format_table, measure
+
+
+def add_arguments(p):
+    p.add_argument("--hidden", type=int, default=512)
+    p.add_argument("--batch", type=int, default=32)
+    p.add_argument("--steps", type=int, default=100, help="sequence length T")
+    p.add_argument("--threads", type=int, default=None, help="torch threads (default: all)")
+    p.add_argument("--min-run-time", type=float, default=1.0, help="seconds per measurement")
+    p.add_argument("--connectivity", action="append", metavar="SPEC",
+                   help="structures to time (repeatable; default: all ten)")
+    p.add_argument("--json", action="store_true", help="print one JSON array")
+
+
+def main(args) -> int:
+    from connbench.nn import structures as connectivity
+
+    specs = args.connectivity or DEFAULT_SPECS
+    for s in specs:
+        connectivity.check(s, args.hidden)
+    if "full" not in specs:
+        specs = ["full", *specs]
+    threads = args.threads or torch.get_num_threads()
+    rows = measure(specs, args.hidden, args.batch, args.steps, threads, args.min_run_time)
+    if args.json:
+        print(json.dumps(rows))
+    else:
+        print(f"H={args.hidden} B={args.batch} T={args.steps} threads={threads} "
+              f"torch {torch.__version__}", file=sys.stderr)
+        print(format_table(rows))
+    return 0

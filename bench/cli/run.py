@@ -1,0 +1,78 @@
+"""`connbench run SWEEP`: run a sweep's trials into the results store (see connbench.run)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from connbench.registry import SpecError
+from connbench.run.runner import Runner, run_lookback
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("sweep", help="a shipped sweep name (smoke, default, paper, trask, "
+                        "lookback) or the path of a TOML file")
+    parser.add_argument("--results", default="results", metavar="DIR",
+                        help="results directory; rows go to DIR/<sweep>/ (default: results)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[],
+                        metavar="KEY=VALUE", help="override a sweep axis, e.g. "
+                        "--set hidden=[128,512] --set seeds=[0,1] (repeatable)")
+    parser.add_argument("--workers", type=int, default=1, metavar="N",
+                        help="local executor: N processes for train cells (default 1: "
+                        "in-process)")
+    parser.add_argument("--executor", choices=("local", "ray"), default="local",
+                        help="where cells run (default: local)")
+    parser.add_argument("--address", default=None, metavar="ADDR",
+                        help="ray: address of a running cluster (default: start a local "
+                        "Ray instance)")
+    parser.add_argument("--force", action="store_true", help="redo cells already finished")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar or summary")
+    parser.add_argument("--skip-invalid", action="store_true",
+                        help="record impossible cells as skipped instead of refusing the sweep")
+
+
+def main(args: argparse.Namespace) -> int:
+    if args.workers < 1:
+        raise SpecError(f"--workers {args.workers}: must be at least 1")
+    if args.address and args.executor != "ray":
+        raise SpecError("--address needs --executor ray")
+    if args.executor == "ray":
+        try:
+            import ray  # noqa: F401
+        except ImportError:
+            raise SpecError("--executor ray: ray is not installed; "
+                            "pip install 'connbench[ray]'") from None
+
+    from connbench.plan.sweep import load_sweep
+    from connbench.results import store
+
+    sweep = load_sweep(args.sweep, overrides=tuple(args.overrides),
+                       skip_invalid=args.skip_invalid)
+    cells = list(sweep.cells)
+    skipped = list(getattr(sweep, "skipped", []) or [])
+    if not cells and not skipped:
+        raise SpecError(f"sweep {sweep.name!r} has no cells; check its axes and excludes")
+    results = Path(args.results)
+    store.check_writable(results, sweep.name)
+    runner = Runner(
+        results=results,
+        sweep_name=sweep.name,
+        executor=args.executor,
+        workers=args.workers,
+        address=args.address,
+        force=args.force,
+        quiet=args.quiet,
+    )
+    t0 = time.perf_counter()
+    lookback = getattr(sweep, "lookback", None)
+    if lookback:
+        counts = run_lookback(runner, sweep, lookback)
+    else:
+        counts = runner.run(cells, skipped)
+    if not args.quiet:
+        summary = ", ".join(f"{n} {s}" for s, n in sorted(counts.items()) if n) or "nothing"
+        print(f"connbench run {sweep.name}: {summary} in {time.perf_counter() - t0:.0f} s "
+              f"-> {results / sweep.name}", file=sys.stderr)
+    return 1 if counts.get("lost") else 0

@@ -1,0 +1,140 @@
+"""The random structure: a fixed seeded sparsity mask, CSR kernels with a hand-written backward."""
+
+from __future__ import annotations
+
+import math
+import warnings
+
+import torch
+from torch import nn
+
+from connbench.nn.structures.base import (
+    _INIT,
+    REGISTRY,
+    Recurrence,
+    SpecError,
+    _dense_stepper,
+    _uniform_,
+)
+from connbench.registry import Option
+
+
+class _CSRMatmul(torch.autograd.Function):
+    """y = h·W for a fixed sparsity pattern, with a hand-written backward.
+
+    torch.sparse's own autograd backward is 2–4× slower than dense (PERF_NOTES 3);
+    here grad_h goes through the transposed CSR and grad of the stored values is a
+    sampled dense-dense product (SDDMM) over the nonzeros only.
+    """
+
+    @staticmethod
+    def forward(ctx, h, values, kernel):
+        ctx.save_for_backward(h)
+        ctx.kernel = kernel
+        # sparse @ dense runs ~2x faster with a contiguous dense operand
+        return torch.sparse.mm(kernel.wt, h.t().contiguous()).t()
+
+    @staticmethod
+    def backward(ctx, grad_y):
+        (h,) = ctx.saved_tensors
+        k = ctx.kernel
+        grad_h = grad_values = None
+        grad_y = grad_y.contiguous()
+        if ctx.needs_input_grad[0]:
+            grad_h = torch.sparse.mm(k.w, grad_y.t().contiguous()).t()
+        if ctx.needs_input_grad[1]:
+            sampled = torch.sparse.sampled_addmm(k.pattern, grad_y.t().contiguous(), h, beta=0.0)
+            grad_values = sampled.values()
+        return grad_h, grad_values, None
+
+
+class _CSRKernel:
+    """The per-sequence CSR tensors of a RandomRecurrence (W^T and W)."""
+
+    def __init__(self, rec: RandomRecurrence):
+        v = rec.weight.detach()
+        size_t = (rec.gates * rec.hidden, rec.hidden)
+        with warnings.catch_warnings():  # "sparse CSR support is in beta"
+            warnings.simplefilter("ignore", UserWarning)
+            self.wt = _csr(rec.crow_t, rec.col_t, v, size_t)
+            self.pattern = _csr(rec.crow_t, rec.col_t, torch.zeros_like(v), size_t)
+            self.w = _csr(rec.crow, rec.col, v[rec.to_w_order], size_t[::-1])
+
+
+def _csr(crow, col, values, size):
+    return torch.sparse_csr_tensor(crow, col, values, size, check_invariants=False)
+
+
+@REGISTRY.register(
+    "random", "fixed random sparsity mask of the given density (seeded)",
+    [
+        Option("density", float, 0.1, "fraction of nonzero entries, in (0, 1]"),
+        Option("seed", int, 0, "seed of the mask"),
+        _INIT,
+    ],
+)
+class RandomRecurrence(Recurrence):
+    """Unstructured sparse W with a fixed seeded mask; stores only the nonzeros.
+
+    From H ≥ ``csr_min_hidden`` the step is a CSR kernel with a custom backward; below
+    it the masked dense matrix, materialised once per sequence (not per step), is
+    faster because sparse kernels are overhead-bound at small sizes.
+    """
+
+    name = "random"
+    csr_min_hidden = 512
+
+    def __init__(self, hidden, gates=1, init="default", density=0.1, seed=0):
+        super().__init__(hidden, gates, init)
+        self.density, self.seed = density, seed
+        gen = torch.Generator().manual_seed(seed)
+        mask_t = torch.rand(gates * hidden, hidden, generator=gen) < density  # (out, in)
+        rows_t, cols_t = mask_t.nonzero(as_tuple=True)  # row-major = CSR order of W^T
+        self.register_buffer("rows_t", rows_t, persistent=False)
+        self.register_buffer("cols_t", cols_t, persistent=False)
+        self.register_buffer("crow_t", _crow(rows_t, gates * hidden), persistent=False)
+        self.register_buffer("col_t", cols_t.clone(), persistent=False)
+        # the same entries in CSR order of W (in, out)
+        order = torch.argsort(cols_t * (gates * hidden) + rows_t)
+        self.register_buffer("to_w_order", order, persistent=False)
+        self.register_buffer("crow", _crow(cols_t[order], hidden), persistent=False)
+        self.register_buffer("col", rows_t[order].clone(), persistent=False)
+        self.weight = nn.Parameter(torch.empty(rows_t.numel()))
+        fan_in = max(1.0, density * hidden)
+        _uniform_(self.weight, 1.0 if init == "uniform" else 1.0 / math.sqrt(fan_in))
+
+    @classmethod
+    def validate(cls, hidden, gates=1, density=0.1, seed=0):
+        if not (0.0 < density <= 1.0) or math.isnan(density):
+            raise SpecError(f"random: density={density} must be in (0, 1]")
+
+    @property
+    def effective_params(self):
+        return self.weight.numel()
+
+    def dense(self):
+        H = self.hidden
+        wt = torch.zeros(self.gates * H, H, dtype=self.weight.dtype, device=self.weight.device)
+        return wt.index_put((self.rows_t, self.cols_t), self.weight).t()
+
+    def mask(self):
+        m = torch.zeros(self.gates * self.hidden, self.hidden, dtype=torch.bool)
+        m[self.rows_t, self.cols_t] = True
+        return m.t()
+
+    def stepper(self):
+        if self.hidden < self.csr_min_hidden or self.weight.device.type != "cpu":
+            return _dense_stepper(self.dense())
+        kernel = _CSRKernel(self)
+        values = self.weight
+
+        def step(h, u):
+            y = _CSRMatmul.apply(h, values, kernel)
+            return y if u is None else torch.add(u, y)
+
+        return step
+
+
+def _crow(rows: torch.Tensor, nrows: int) -> torch.Tensor:
+    counts = torch.bincount(rows, minlength=nrows)
+    return torch.cat([counts.new_zeros(1), counts.cumsum(0)])
