@@ -1,2 +1,2 @@
-"""connbench: does an RNN need full hidden-to-hidden connectivity?"""
+"""connbench: does an RNN need full hidden-to-hidden structure?"""
 __version__ = "0.1.0"

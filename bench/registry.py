@@ -1,4 +1,4 @@
-"""One generic registry for connectivities, cells and tasks.
+"""One generic registry for structures, cells and tasks.
 
 Entries are registered by decorator with a one-line description and typed options.
 A compact *spec string* is the single syntax used by the CLI and the sweep files::

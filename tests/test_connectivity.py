@@ -51,7 +51,7 @@ def test_fast_path_matches_dense(spec, hidden, gates):
 @pytest.mark.parametrize("gates", [1, 4])
 def test_butterfly_factored_path_matches_dense(monkeypatch, gates):
     # the two-bmm (Monarch) path, forced at small sizes; H=2 and 8 have odd/even stages
-    monkeypatch.setattr(C.ButterflyRecurrence, "factored_min_hidden", 1)
+    monkeypatch.setattr(C.ButterflyStructure, "factored_min_hidden", 1)
     for hidden in (2, 8, 16, 64):
         torch.manual_seed(hidden)
         rec = C.make("butterfly", hidden, gates=gates)
@@ -62,7 +62,7 @@ def test_butterfly_factored_path_matches_dense(monkeypatch, gates):
 @pytest.mark.parametrize("gates", [1, 4])
 def test_random_csr_kernel_matches_dense(monkeypatch, gates):
     # the CSR kernel with the hand-written backward, forced at a small size
-    monkeypatch.setattr(C.RandomRecurrence, "csr_min_hidden", 1)
+    monkeypatch.setattr(C.RandomStructure, "csr_min_hidden", 1)
     torch.manual_seed(0)
     _check_against_dense(C.make("random:density=0.15,seed=4", 32, gates=gates))
 

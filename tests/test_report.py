@@ -54,7 +54,7 @@ def _write_results(df: pd.DataFrame, results: Path, sweep: str) -> None:
     """One parquet part file per cell, as the store lays them out."""
     folder = results / sweep
     folder.mkdir(parents=True)
-    for i, (_, part) in enumerate(df.groupby("cell_id", sort=True)):
+    for i, (_, part) in enumerate(df.groupby("trial_id", sort=True)):
         part.to_parquet(folder / f"part{i:04d}.parquet", index=False)
 
 
@@ -182,7 +182,7 @@ def test_sparse_claim_reports_every_regime():
 
 def test_diverged_seed_counts_as_chance():
     df = synthetic_frame(**SMALL)
-    hit = (df["connectivity"] == "banded") & (df["phase"] == "train") & (df["seed"] == 0)
+    hit = (df["structure"] == "banded") & (df["kind"] == "train") & df["step"].isna() & (df["seed"] == 0)
     df.loc[hit, "status"] = "diverged"
     df.loc[hit, "value"] = np.nan
     rows = D.train_rows(D.prepare(df))
@@ -192,8 +192,8 @@ def test_diverged_seed_counts_as_chance():
 
 def test_mixed_training_budgets_are_flagged():
     df = synthetic_frame(**SMALL)
-    longer = df[(df["connectivity"] == "diagonal") & (df["phase"] == "train")].copy()
-    longer["cell_id"] = longer["cell_id"] + "-50k"  # a second budget, same everything else
+    longer = df[(df["structure"] == "diagonal") & (df["kind"] == "train") & df["step"].isna()].copy()
+    longer["trial_id"] = longer["trial_id"] + "-50k"  # a second budget, same everything else
     longer["train_steps"] = 50000
     arms = D.mixed_budget_arms(D.prepare(pd.concat([df, longer], ignore_index=True)))
     # 2 tasks x (H=64, iso_params:2000), all with diagonal runs

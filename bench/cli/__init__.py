@@ -29,7 +29,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     cannot break the other commands)."""
     parser = argparse.ArgumentParser(
         prog="connbench",
-        description="Does an RNN need full hidden-to-hidden connectivity? Measure it.",
+        description="Does an RNN need full hidden-to-hidden structure? Measure it.",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, (module, help_) in COMMANDS.items():

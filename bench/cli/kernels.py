@@ -16,17 +16,17 @@ def add_arguments(p):
     p.add_argument("--steps", type=int, default=100, help="sequence length T")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: all)")
     p.add_argument("--min-run-time", type=float, default=1.0, help="seconds per measurement")
-    p.add_argument("--connectivity", action="append", metavar="SPEC",
+    p.add_argument("--structure", "--connectivity", dest="structure", action="append", metavar="SPEC",
                    help="structures to time (repeatable; default: all ten)")
     p.add_argument("--json", action="store_true", help="print one JSON array")
 
 
 def main(args) -> int:
-    from connbench.nn import structures as connectivity
+    from connbench.nn import structures
 
-    specs = args.connectivity or DEFAULT_SPECS
+    specs = args.structure or DEFAULT_SPECS
     for s in specs:
-        connectivity.check(s, args.hidden)
+        structures.check(s, args.hidden)
     if "full" not in specs:
         specs = ["full", *specs]
     threads = args.threads or torch.get_num_threads()

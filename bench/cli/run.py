@@ -50,7 +50,7 @@ def main(args: argparse.Namespace) -> int:
 
     sweep = load_sweep(args.sweep, overrides=tuple(args.overrides),
                        skip_invalid=args.skip_invalid)
-    cells = list(sweep.cells)
+    cells = list(sweep.trials)
     skipped = list(getattr(sweep, "skipped", []) or [])
     if not cells and not skipped:
         raise SpecError(f"sweep {sweep.name!r} has no cells; check its axes and excludes")

@@ -12,7 +12,8 @@ from connbench.registry import SpecError
 def add_arguments(parser) -> None:
     """Arguments of `connbench train`."""
     parser.add_argument("--task", required=True, help="task spec, e.g. copy:length=100")
-    parser.add_argument("--connectivity", default="full", help="structure spec (default full)")
+    parser.add_argument("--structure", "--connectivity", dest="structure", default="full",
+                        help="structure spec (default full)")
     parser.add_argument(
         "--cell", default=None, help="rnn_tanh (default), rnn_relu, rnn_sigmoid, gru, lstm"
     )
@@ -50,7 +51,7 @@ def main(args) -> int:
     result = train(
         args.task,
         cell=args.cell,
-        connectivity=args.connectivity,
+        structure=args.structure,
         hidden=args.hidden,
         layers=args.layers,
         steps=args.steps,
@@ -67,7 +68,7 @@ def main(args) -> int:
     print(file=sys.stderr)  # end the carriage-return progress line
     if args.json:
         d = result.to_dict()
-        keys = ("task", "connectivity", "cell", "hidden", "seed", "steps", "status", "solved",
+        keys = ("task", "structure", "cell", "hidden", "seed", "steps", "status", "solved",
                 "steps_to_solve", "metrics", "chance", "params", "layers", "wall_time_s",
                 "primary_metric", "higher_is_better", "stop_reason", "error", "config")
         print(json.dumps({k: d[k] for k in keys}))
@@ -78,7 +79,7 @@ def main(args) -> int:
 
 def _summary(r: TrainResult) -> str:
     lines = [
-        f"{r.task}  {r.cell} {r.connectivity} hidden {r.hidden}  seed {r.seed}",
+        f"{r.task}  {r.cell} {r.structure} hidden {r.hidden}  seed {r.seed}",
         f"status {r.status} ({r.stop_reason}) after {r.steps} steps, {r.wall_time_s:.1f} s"
         + (f"; solved at step {r.steps_to_solve}" if r.solved else "; not solved"),
     ]

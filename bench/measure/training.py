@@ -30,7 +30,7 @@ class TrainResult:
     """Outcome of one training run (see docs/API.md)."""
 
     task: str
-    connectivity: str
+    structure: str
     cell: str
     hidden: int
     layers: int
@@ -65,11 +65,11 @@ def _json_safe(obj: Any) -> Any:
     return obj
 
 
-def _canonical_connectivity(spec: str, hidden: int) -> str:
-    from connbench.nn import structures as connectivity
+def _canonical_structure(spec: str, hidden: int) -> str:
+    from connbench.nn import structures
 
-    connectivity.check(spec, hidden)
-    return connectivity.canonical(spec)
+    structures.check(spec, hidden)
+    return structures.canonical(spec)
 
 
 def _check_cell(cell: str) -> None:
@@ -107,7 +107,7 @@ def train(
     task,
     *,
     cell: str | None = None,
-    connectivity: str = "full",
+    structure: str = "full",
     hidden: int | None = None,
     layers: int | None = None,
     steps: int | None = None,
@@ -170,7 +170,7 @@ def train(
             f"known: {', '.join(task_registry.OPTIMIZERS)}"
         )
     _check_cell(model_cfg["cell"])
-    conn_spec = _canonical_connectivity(connectivity, model_cfg["hidden"])
+    conn_spec = _canonical_structure(structure, model_cfg["hidden"])
     if hasattr(task, "prepare"):
         task.prepare()  # corpus download/read errors surface now, not mid-run
 
@@ -180,7 +180,7 @@ def train(
         model_cfg["hidden"],
         task.output_size,
         cell=model_cfg["cell"],
-        connectivity=conn_spec,
+        structure=conn_spec,
         layers=model_cfg["layers"],
         bias=model_cfg["bias"],
         readout=task.readout,
@@ -193,7 +193,7 @@ def train(
     higher = task.metrics_info[task.primary_metric]
     result = TrainResult(
         task=task.spec,
-        connectivity=built,
+        structure=built,
         cell=model_cfg["cell"],
         hidden=model_cfg["hidden"],
         layers=model_cfg["layers"],

@@ -1,6 +1,6 @@
 """Measure one sweep cell and return its tidy result rows (see ``connbench.results.schema``).
 
-A cell has one phase:
+A trial has one kind of work:
 
 * ``speed`` — three timings of the whole model over the task's sequence, each
   measured on its own and reported per time step:
@@ -40,7 +40,7 @@ from typing import Any
 
 from connbench.results.schema import COLUMN_NAMES, MEMORY_METRIC, SPEED_METRIC
 
-SPEED_PHASES = ("speed", "memory")  # cell phases that need the machine to themselves
+EXCLUSIVE_KINDS = ("speed", "memory")  # kinds of work that need the machine to themselves
 
 # Defaults for knobs a sweep may leave out.
 DEFAULT_MIN_RUN_TIME = 0.2
@@ -49,7 +49,7 @@ MEMORY_TIMEOUT_S = 900
 
 
 # --------------------------------------------------------------------------- cells
-def cell_config(cell: Any) -> dict[str, Any]:
+def trial_config(cell: Any) -> dict[str, Any]:
     """A plain dict of the cell's fields (the sweep's frozen dataclass, or a dict)."""
     if isinstance(cell, dict):
         return dict(cell)
@@ -70,20 +70,20 @@ def _get(cfg: dict, *names: str, default: Any = None) -> Any:
     return default
 
 
-def cell_phase(cell: Any) -> str:
-    return str(_get(cell_config(cell), "phase", default="train"))
+def trial_kind(cell: Any) -> str:
+    return str(_get(trial_config(cell), "kind", default="train"))
 
 
 def is_exclusive(cell: Any) -> bool:
     """Speed and memory cells must not share the machine with other work."""
-    return cell_phase(cell) in SPEED_PHASES
+    return trial_kind(cell) in EXCLUSIVE_KINDS
 
 
 def describe(cell: Any) -> str:
     """A short label for progress bars."""
-    c = cell_config(cell)
+    c = trial_config(cell)
     return (
-        f"{_get(c, 'phase')} {_get(c, 'task')} {_get(c, 'connectivity')} "
+        f"{_get(c, 'kind')} {_get(c, 'task')} {_get(c, 'structure')} "
         f"{_get(c, 'cell', 'cell_type')} H={_get(c, 'hidden')}"
         + (f" T={_get(c, 'seq_len')}" if _get(c, "seq_len") else "")
         + (f" s{_get(c, 'seed')}" if _get(c, "seed") is not None else "")
@@ -132,18 +132,18 @@ def environment(device: str = "cpu") -> dict[str, Any]:
 # --------------------------------------------------------------------------- rows
 def base_row(cell: Any, sweep: str) -> dict[str, Any]:
     """The identity columns shared by every row of a cell."""
-    c = cell_config(cell)
+    c = trial_config(cell)
     row: dict[str, Any] = {name: None for name in COLUMN_NAMES}
     task_spec = str(_get(c, "task_spec", "task", default=""))
-    conn_spec = str(_get(c, "connectivity_spec", "connectivity", default=""))
+    conn_spec = str(_get(c, "structure_spec", "structure", default=""))
     hidden = _get(c, "hidden")
     row.update(
-        cell_id=str(_get(c, "cell_id", "id", default="")),
+        trial_id=str(_get(c, "trial_id", "id", default="")),
         sweep=sweep,
         task=str(_get(c, "task_name", default=task_spec.split(":")[0])),
         task_spec=task_spec,
-        connectivity=str(_get(c, "connectivity_name", default=conn_spec.split(":")[0])),
-        connectivity_spec=conn_spec,
+        structure=str(_get(c, "structure_name", default=conn_spec.split(":")[0])),
+        structure_spec=conn_spec,
         cell=str(_get(c, "cell", "cell_type", default="rnn_tanh")),
         hidden=int(hidden) if isinstance(hidden, (int, float)) else None,
         hidden_request=str(_get(c, "hidden_request", default=hidden if hidden is not None else "")),
@@ -160,11 +160,13 @@ def base_row(cell: Any, sweep: str) -> dict[str, Any]:
     return row
 
 
-def error_row(cell: Any, sweep: str, phase: str, status: str, error: str) -> dict[str, Any]:
-    """One row saying a cell did not produce figures (failed / skipped)."""
+def error_row(cell: Any, sweep: str, kind: str, status: str, error: str,
+              measured_pass: str | None = None) -> dict[str, Any]:
+    """One row saying a trial did not produce figures (failed / skipped)."""
     row = base_row(cell, sweep)
     row.update(environment(row["device"]))
-    row.update(phase=phase, status=status, error=str(error)[:4000], timestamp=_now())
+    row.update({"kind": kind, "pass": measured_pass, "status": status,
+                "error": str(error)[:4000], "timestamp": _now()})
     return row
 
 
@@ -178,22 +180,18 @@ def _try_accounting(cell: Any) -> dict[str, Any]:
         from connbench import tasks
         from connbench.nn.model import SequenceModel
 
-        cfg = cell_config(cell)
+        cfg = trial_config(cell)
         task = tasks.make(str(_get(cfg, "task_spec", "task")))
         model = SequenceModel(
             task.input_size, int(_get(cfg, "hidden")), task.output_size,
             cell=str(_get(cfg, "cell", default="rnn_tanh")),
-            connectivity=str(_get(cfg, "connectivity_spec", "connectivity")),
+            structure=str(_get(cfg, "structure_spec", "structure")),
             layers=int(_get(cfg, "layers", default=1)), readout=task.readout,
             vocab=task.vocab,
         )
         return accounting(model, int(_get(cfg, "batch", default=1)))
     except Exception:  # noqa: BLE001 - the row is a failure report either way
         return {}
-
-
-def _row_phase(cell_phase_: str) -> str:
-    return {"speed": "fwd+bwd"}.get(cell_phase_, cell_phase_)
 
 
 # --------------------------------------------------------------------------- building
@@ -223,7 +221,7 @@ def build(cfg: dict):
         hidden,
         task.output_size,
         cell=str(_get(cfg, "cell", "cell_type", default="rnn_tanh")),
-        connectivity=str(_get(cfg, "connectivity_spec", "connectivity")),
+        structure=str(_get(cfg, "structure_spec", "structure")),
         layers=int(_get(cfg, "layers", default=1)),
         readout=task.readout,
         vocab=task.vocab,
@@ -278,7 +276,7 @@ def _time(fn, *, threads: int, min_run_time: float, warmup: int, device: str):
 def measure_speed(cell: Any, sweep: str, *, threads: int | None = None) -> list[dict]:
     import torch
 
-    cfg = cell_config(cell)
+    cfg = trial_config(cell)
     threads = _threads(cfg, threads)
     torch.set_num_threads(threads)
     device = str(_get(cfg, "device", default="cpu"))
@@ -300,21 +298,21 @@ def measure_speed(cell: Any, sweep: str, *, threads: int | None = None) -> list[
         torch.autograd.grad(held["loss"], params, retain_graph=True)
 
     rows = []
-    for phase, fn in (("fwd", fwd), ("bwd", bwd), ("fwd+bwd", fwd_bwd)):
+    for measured, fn in (("fwd", fwd), ("bwd", bwd), ("fwd+bwd", fwd_bwd)):
         t0 = time.perf_counter()
         try:
-            if phase == "bwd":
+            if measured == "bwd":
                 held["loss"] = fwd()  # fresh graph, retained across the timed backward calls
             timing = _time(fn, threads=threads, min_run_time=min_run_time, warmup=warmup,
                            device=device)
         except Exception as exc:
-            exc.connbench_phase = phase  # the failed row names the measurement that failed
+            exc.connbench_pass = measured  # the failed row names the pass that failed
             raise
         wall = time.perf_counter() - t0
         row = base_row(cell, sweep)
         row.update(acct)
+        row.update({"kind": "speed", "pass": measured})
         row.update(
-            phase=phase,
             metric=SPEED_METRIC,
             value=float(timing.median) / steps,
             iqr=float(timing.iqr) / steps,
@@ -390,7 +388,7 @@ def peak_memory_here(cfg: dict) -> dict[str, Any]:
 
 
 def measure_memory(cell: Any, sweep: str, *, threads: int | None = None) -> list[dict]:
-    cfg = cell_config(cell)
+    cfg = trial_config(cell)
     cfg["threads"] = _threads(cfg, threads)
     device = str(_get(cfg, "device", default="cpu"))
     t0 = time.perf_counter()
@@ -401,8 +399,8 @@ def measure_memory(cell: Any, sweep: str, *, threads: int | None = None) -> list
     row = base_row(cell, sweep)
     row.update({k: res[k] for k in ("stored_params", "effective_params", "total_params",
                                     "flops_per_step")})
+    row.update({"kind": "memory", "pass": "fwd+bwd"})
     row.update(
-        phase="memory",
         metric=MEMORY_METRIC,
         value=float(res["peak_bytes"]),
         seq_len=res["seq_len"],
@@ -436,13 +434,13 @@ def measure_train(cell: Any, sweep: str, *, threads: int | None = None) -> list[
     from connbench import tasks
     from connbench.measure.training import train
 
-    cfg = cell_config(cell)
+    cfg = trial_config(cell)
     threads = _threads(cfg, threads)
     torch.set_num_threads(threads)
     task = tasks.make(str(_get(cfg, "task_spec", "task")))
     kwargs: dict[str, Any] = dict(
         cell=_get(cfg, "cell", "cell_type"),
-        connectivity=str(_get(cfg, "connectivity_spec", "connectivity")),
+        structure=str(_get(cfg, "structure_spec", "structure")),
         hidden=_int(_get(cfg, "hidden")),
         layers=_int(_get(cfg, "layers")),
         steps=_int(_get(cfg, "steps", "train_steps")),
@@ -479,7 +477,7 @@ def measure_train(cell: Any, sweep: str, *, threads: int | None = None) -> list[
     for name, value in metrics.items():
         row = dict(base)
         row.update(
-            phase="train",
+            kind="train",
             status=status,
             error=(result.error or None) if status != "ok" else None,
             metric=name,
@@ -499,8 +497,8 @@ def measure_train(cell: Any, sweep: str, *, threads: int | None = None) -> list[
             if name == "step" or isinstance(value, bool) or not isinstance(value, (int, float)):
                 continue
             row = dict(base)
-            row.update(
-                phase="history",
+            row.update(  # a point of the learning curve: a train row with its step set
+                kind="train",
                 status="ok",
                 metric=name,
                 value=_float(value),
@@ -533,7 +531,7 @@ def _train_accounting(result, batch: int) -> dict[str, Any]:
         task = tasks.make(result.task)
         model = SequenceModel(
             task.input_size, int(result.hidden), task.output_size, cell=result.cell,
-            connectivity=result.connectivity, layers=int(result.layers),
+            structure=result.structure, layers=int(result.layers),
             bias=bool((result.config or {}).get("bias", True)), readout=task.readout,
             vocab=task.vocab,
         )
@@ -555,19 +553,19 @@ def _float(v: Any) -> float:
 MEASURES = {"speed": measure_speed, "memory": measure_memory, "train": measure_train}
 
 
-def measure_cell(cell: Any, sweep: str, *, threads: int | None = None) -> list[dict]:
+def measure_trial(cell: Any, sweep: str, *, threads: int | None = None) -> list[dict]:
     """Run one cell; return its rows. Never raises: an error is a ``failed`` row."""
-    phase = cell_phase(cell)
-    device = str(_get(cell_config(cell), "device", default="cpu"))
+    kind = trial_kind(cell)
+    device = str(_get(trial_config(cell), "device", default="cpu"))
     try:
-        fn = MEASURES.get(phase)
+        fn = MEASURES.get(kind)
         if fn is None:
-            raise ValueError(f"unknown phase {phase!r}; known: {', '.join(MEASURES)}")
+            raise ValueError(f"unknown kind {kind!r}; known: {', '.join(MEASURES)}")
         rows = fn(cell, sweep, threads=threads)
     except Exception as exc:  # noqa: BLE001 - recorded, the sweep goes on
         detail = "".join(traceback.format_exception_only(type(exc), exc)).strip()
-        row = error_row(cell, sweep, getattr(exc, "connbench_phase", _row_phase(phase)),
-                        "failed", detail)
+        row = error_row(cell, sweep, kind, "failed", detail,
+                        getattr(exc, "connbench_pass", None))
         row.update(_try_accounting(cell))
         return [row]
     env = environment(device)

@@ -20,7 +20,7 @@ import math
 import torch
 from torch import nn
 
-from connbench.nn import structures as connectivity
+from connbench.nn import structures
 from connbench.nn.kernels import elementwise as fused
 from connbench.nn.kernels.activations import tanh
 from connbench.registry import Registry
@@ -33,7 +33,7 @@ class Cell(nn.Module):
 
     gates = 1
 
-    def __init__(self, input_size: int, hidden: int, connectivity_spec: str = "full",
+    def __init__(self, input_size: int, hidden: int, structure_spec: str = "full",
                  bias: bool = True, init: str = "default", vocab: bool = False):
         super().__init__()
         self.input_size, self.hidden, self.vocab = input_size, hidden, vocab
@@ -41,7 +41,7 @@ class Cell(nn.Module):
         # the model-wide init only overrides the structure's own when it is set:
         # `full:init=uniform` inside a default model keeps its uniform W_hh
         overrides = {} if init == "default" else {"init": init}
-        self.rec = connectivity.make(connectivity_spec, hidden, gates=self.gates, **overrides)
+        self.rec = structures.make(structure_spec, hidden, gates=self.gates, **overrides)
         # the sigmoid form of tanh pays off where elementwise work dominates a step; in
         # GEMM-bound steps its extra OpenMP regions cost more (full: measured 8 % slower
         # fwd+bwd at H=2048 with 2 threads, which put it 1.18x behind torch.nn.RNN)
@@ -126,9 +126,9 @@ class SigmoidCell(ElmanCell):
 class GRUCell(Cell):
     gates = 3
 
-    def __init__(self, input_size, hidden, connectivity_spec="full", bias=True,
+    def __init__(self, input_size, hidden, structure_spec="full", bias=True,
                  init="default", vocab=False):
-        super().__init__(input_size, hidden, connectivity_spec, bias, init, vocab)
+        super().__init__(input_size, hidden, structure_spec, bias, init, vocab)
         bound = 1.0 if init == "uniform" else 1.0 / math.sqrt(hidden)
         self.bias_hn = nn.Parameter(torch.empty(hidden).uniform_(-bound, bound)) if bias else None
 
@@ -169,8 +169,8 @@ for _name, _entry in ((n, CELLS.get(n)) for n in CELLS.names()):
     GATES[_name] = _entry.obj.gates
 
 
-def make(name: str, input_size: int, hidden: int, connectivity_spec: str = "full",
+def make(name: str, input_size: int, hidden: int, structure_spec: str = "full",
          bias: bool = True, init: str = "default", vocab: bool = False) -> Cell:
     """Build the cell registered as ``name``."""
     entry = CELLS.get(name)
-    return entry.obj(input_size, hidden, connectivity_spec, bias, init, vocab)
+    return entry.obj(input_size, hidden, structure_spec, bias, init, vocab)

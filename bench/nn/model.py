@@ -22,7 +22,7 @@ class SequenceModel(nn.Module):
     """
 
     def __init__(self, input_size: int, hidden: int, output_size: int, cell: str = "rnn_tanh",
-                 connectivity: str = "full", layers: int = 1, bidirectional: bool = False,
+                 structure: str = "full", layers: int = 1, bidirectional: bool = False,
                  bias: bool = True, readout: str = "every_step", vocab: bool = False,
                  init: str = "default"):
         super().__init__()
@@ -36,13 +36,13 @@ class SequenceModel(nn.Module):
             raise SpecError(f"init={init!r} is not allowed; choose one of {INITS}")
         cells.CELLS.get(cell)  # did-you-mean on a bad cell name
         self.input_size, self.hidden, self.output_size = input_size, hidden, output_size
-        self.cell, self.connectivity, self.readout_mode = cell, connectivity, readout
+        self.cell, self.structure, self.readout_mode = cell, structure, readout
         self.vocab, self.bidirectional = vocab, bidirectional
         directions = 2 if bidirectional else 1
         self.layers = nn.ModuleList(
             nn.ModuleList(
                 cells.make(cell, input_size if i == 0 else hidden * directions, hidden,
-                           connectivity, bias=bias, init=init, vocab=vocab and i == 0)
+                           structure, bias=bias, init=init, vocab=vocab and i == 0)
                 for _ in range(directions)
             )
             for i in range(layers)

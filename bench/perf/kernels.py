@@ -51,21 +51,21 @@ def layer_callables(spec: str, hidden: int, batch: int, steps: int, seed: int = 
 
 def measure(specs: list[str], hidden: int, batch: int, steps: int, threads: int,
             min_run_time: float = 1.0, torch_rnn: bool = True) -> list[dict]:
-    """Rows of {connectivity, phase, us_per_step, iqr_us, speedup_vs_full}."""
+    """Rows of {structure, pass, us_per_step, iqr_us, speedup_vs_full}."""
     torch.set_num_threads(threads)
     rows: list[dict] = []
     names = ([TORCH_RNN] if torch_rnn else []) + list(specs)
     timings: dict[tuple[str, str], Timing] = {}
     for spec in names:
         fwd, fwd_bwd = layer_callables(spec, hidden, batch, steps)
-        for phase, fn in (("fwd", fwd), ("fwd+bwd", fwd_bwd)):
-            timings[spec, phase] = time_callable(fn, threads=threads,
+        for measured, fn in (("fwd", fwd), ("fwd+bwd", fwd_bwd)):
+            timings[spec, measured] = time_callable(fn, threads=threads,
                                                  min_run_time=min_run_time).scaled(1.0 / steps)
-    for (spec, phase), t in timings.items():
-        full = timings.get(("full", phase))
+    for (spec, measured), t in timings.items():
+        full = timings.get(("full", measured))
         rows.append({
-            "connectivity": spec,
-            "phase": phase,
+            "structure": spec,
+            "pass": measured,
             "us_per_step": t.median * 1e6,
             "iqr_us": t.iqr * 1e6,
             "speedup_vs_full": (full.median / t.median) if full else float("nan"),
@@ -74,9 +74,9 @@ def measure(specs: list[str], hidden: int, batch: int, steps: int, threads: int,
 
 
 def format_table(rows: list[dict]) -> str:
-    by = {(r["connectivity"], r["phase"]): r for r in rows}
-    specs = list(dict.fromkeys(r["connectivity"] for r in rows))
-    lines = ["| connectivity | fwd µs/step | fwd speedup | fwd+bwd µs/step | fwd+bwd speedup |",
+    by = {(r["structure"], r["pass"]): r for r in rows}
+    specs = list(dict.fromkeys(r["structure"] for r in rows))
+    lines = ["| structure | fwd µs/step | fwd speedup | fwd+bwd µs/step | fwd+bwd speedup |",
              "|---|---:|---:|---:|---:|"]
     for s in specs:
         f, b = by[s, "fwd"], by[s, "fwd+bwd"]

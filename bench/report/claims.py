@@ -59,8 +59,8 @@ def _is_width3_band(spec: str) -> bool:
 
 
 def _labels_where(rows: pd.DataFrame, predicate) -> list[str]:
-    specs = rows[["connectivity_spec", "label"]].drop_duplicates()
-    return sorted(specs.loc[specs["connectivity_spec"].map(predicate), "label"].unique())
+    specs = rows[["structure_spec", "label"]].drop_duplicates()
+    return sorted(specs.loc[specs["structure_spec"].map(predicate), "label"].unique())
 
 
 def _arms(rows: pd.DataFrame, x_label: str, tasks=None, iso=None):
@@ -240,7 +240,7 @@ def time_ratio(df, xs, fs, x_label) -> tuple[float, str]:
         tx = tps[(tps["label"] == x_label) & (tps["hidden"] == h)]["value"]
         tf = tps[(tps["label"] == "full") & (tps["hidden"] == h)]["value"]
         if len(tx) and len(tf):
-            return float(tx.iloc[0] / tf.iloc[0]), f"timed {tps['phase'].iloc[0]} at H={h}"
+            return float(tx.iloc[0] / tf.iloc[0]), f"timed {tps['pass'].iloc[0]} at H={h}"
     wx = (xs["wall_time_s"] / xs["train_steps"].astype(float)).median()
     wf = (fs["wall_time_s"] / fs["train_steps"].astype(float)).median()
     if pd.isna(wx) or pd.isna(wf) or not wf:

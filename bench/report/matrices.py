@@ -1,4 +1,4 @@
-"""The recurrent matrices themselves, from the real connectivity modules.
+"""The recurrent matrices themselves, from the real structure modules.
 
 This is the only part of the report that touches torch, and it does so lazily: a
 results-only machine without torch still gets every other figure and claim.
@@ -20,27 +20,27 @@ class MatricesUnavailable(RuntimeError):
     """connbench.nn.structures (or torch) cannot be imported here."""
 
 
-def _connectivity():
+def _structures():
     try:
-        from connbench.nn import structures as connectivity
+        from connbench.nn import structures
     except ImportError as exc:  # torch missing, or the module not written yet
         raise MatricesUnavailable(f"connbench.nn.structures is not importable ({exc})") from exc
-    return connectivity
+    return structures
 
 
 def dense_matrices(specs=None, hidden: int = MATRIX_HIDDEN) -> dict[str, dict]:
     """{spec: {"matrix": (H, H) ndarray, "stored": int, "spec": canonical}} for every spec
     the registry knows; specs it does not know are left out (an older checkout)."""
-    conn = _connectivity()
+    structures = _structures()
     import torch
 
-    known = set(conn.names())
+    known = set(structures.names())
     out = {}
     for spec in specs or DEFAULT_SPECS:
         if spec.split(":", 1)[0] not in known:
             continue
         torch.manual_seed(MATRIX_SEED)
-        module = conn.make(spec, hidden)
+        module = structures.make(spec, hidden)
         with torch.no_grad():
             dense = module.dense().detach().to(torch.float64).cpu().numpy()
         out[spec] = {

@@ -2,7 +2,7 @@
 
 Layout::
 
-    RESULTS/<sweep>/<cell_id>.parquet     rows of one finished cell
+    RESULTS/<sweep>/<trial_id>.parquet     rows of one finished cell
     RESULTS/<sweep>/corrupt/...           unreadable parts, moved aside (and rerun)
 
 A part is written to a temporary file in the same directory, flushed and fsync'ed,
@@ -63,11 +63,11 @@ def sweep_dir(results_dir: str | Path, sweep: str) -> Path:
     return Path(results_dir) / sweep
 
 
-def part_path(results_dir: str | Path, sweep: str, cell_id: str) -> Path:
+def part_path(results_dir: str | Path, sweep: str, trial_id: str) -> Path:
     """Where the rows of one cell live."""
-    if not cell_id or "/" in cell_id or cell_id.startswith("."):
-        raise StoreError(f"cell_id {cell_id!r} cannot be a file name")
-    return sweep_dir(results_dir, sweep) / f"{cell_id}.parquet"
+    if not trial_id or "/" in trial_id or trial_id.startswith("."):
+        raise StoreError(f"trial_id {trial_id!r} cannot be a file name")
+    return sweep_dir(results_dir, sweep) / f"{trial_id}.parquet"
 
 
 def check_writable(results_dir: str | Path, sweep: str | None = None) -> Path:
@@ -176,27 +176,27 @@ def _float_list(v: Any, col: str) -> list[float]:
 # --------------------------------------------------------------------- writing
 
 
-def write_cell(results_dir: str | Path, sweep: str, cell_id: str,
+def write_trial(results_dir: str | Path, sweep: str, trial_id: str,
                rows: Iterable[Mapping[str, Any]] | pd.DataFrame) -> Path:
     """Validate one cell's rows and write them atomically; returns the part path.
 
-    Every row must carry this ``cell_id`` (a missing one is filled in). An existing
+    Every row must carry this ``trial_id`` (a missing one is filled in). An existing
     part is replaced, which is what ``--force`` needs.
     """
     df = coerce(rows)
     if df.empty:
-        raise StoreError(f"cell {cell_id}: no rows to write; a cell records at least one "
+        raise StoreError(f"cell {trial_id}: no rows to write; a cell records at least one "
                          "row, even when it failed or was skipped")
-    ids = set(df["cell_id"].dropna())
-    if ids - {cell_id}:
-        raise StoreError(f"rows of cell {cell_id} carry other cell_id(s): "
-                         f"{', '.join(sorted(ids - {cell_id}))}")
-    df["cell_id"] = df["cell_id"].fillna(cell_id)
+    ids = set(df["trial_id"].dropna())
+    if ids - {trial_id}:
+        raise StoreError(f"rows of cell {trial_id} carry other trial_id(s): "
+                         f"{', '.join(sorted(ids - {trial_id}))}")
+    df["trial_id"] = df["trial_id"].fillna(trial_id)
     if "sweep" in df and df["sweep"].isna().any():
         df["sweep"] = df["sweep"].fillna(sweep)
-    path = part_path(results_dir, sweep, cell_id)
+    path = part_path(results_dir, sweep, trial_id)
     table = pa.Table.from_pandas(df, schema=arrow_schema(), preserve_index=False)
-    atomic_write(path, lambda fh: pq.write_table(table, fh), prefix=f".{cell_id}.")
+    atomic_write(path, lambda fh: pq.write_table(table, fh), prefix=f".{trial_id}.")
     _fsync_dir(path.parent)  # make the rename itself durable
     return path
 
@@ -242,8 +242,8 @@ def _quarantine(path: Path, exc: Exception) -> None:
 def _read_part(path: Path) -> pa.Table | None:
     try:
         table = pq.read_table(path)
-        if table.num_rows == 0 or "cell_id" not in table.column_names:
-            raise ValueError("no rows or no cell_id column")
+        if table.num_rows == 0 or "trial_id" not in table.column_names:
+            raise ValueError("no rows or no trial_id column")
         return table
     except FileNotFoundError:
         return None
@@ -309,24 +309,24 @@ def _read_conformed(path: Path) -> pa.Table | None:
         return None
 
 
-def read_cell(results_dir: str | Path, sweep: str, cell_id: str) -> pd.DataFrame | None:
+def read_trial(results_dir: str | Path, sweep: str, trial_id: str) -> pd.DataFrame | None:
     """The rows of one finished cell, or None when it is not done (or was unreadable)."""
-    path = part_path(results_dir, sweep, cell_id)
+    path = part_path(results_dir, sweep, trial_id)
     table = _read_conformed(path) if path.exists() else None
     return None if table is None else _to_frame([table])
 
 
 def load(results_dir: str | Path, sweep: str,
-         cell_ids: Iterable[str] | None = None) -> pd.DataFrame:
+         trial_ids: Iterable[str] | None = None) -> pd.DataFrame:
     """Every row of a sweep (optionally only some cells), with the schema's dtypes.
 
     Raises FileNotFoundError, naming the command that produces results, when the
-    sweep has no readable part (with ``cell_ids``: an empty frame when the sweep has
+    sweep has no readable part (with ``trial_ids``: an empty frame when the sweep has
     parts but none of those cells). Unreadable parts are moved aside with a warning.
     Columns a part lacks (written before the schema grew) are NA; columns the schema
     no longer has are dropped.
     """
-    wanted = None if cell_ids is None else set(cell_ids)
+    wanted = None if trial_ids is None else set(trial_ids)
     parts = _parts(results_dir, sweep)
     tables = []
     for path in parts:

@@ -37,23 +37,23 @@ MAX_RETRIES = 3
 
 
 def _measure(cell: Any, sweep_name: str) -> list[dict]:
-    from connbench.measure.trial import is_exclusive, measure_cell
+    from connbench.measure.trial import is_exclusive, measure_trial
 
     # a train cell holds one CPU; a speed/memory cell has the node to itself
-    return measure_cell(cell, sweep_name, threads=None if is_exclusive(cell) else 1)
+    return measure_trial(cell, sweep_name, threads=None if is_exclusive(cell) else 1)
 
 
 def task_options(cell: Any) -> dict[str, Any]:
     """Ray resource requests of one cell."""
-    from connbench.measure.trial import cell_config, is_exclusive
+    from connbench.measure.trial import trial_config, is_exclusive
 
     opts: dict[str, Any] = {
         "num_cpus": 1,
         "resources": {SPEED_SLOT: 1.0 if is_exclusive(cell) else TRAIN_SLOT},
         "max_retries": MAX_RETRIES,
-        "retry_exceptions": False,  # measure_cell turns exceptions into failed rows
+        "retry_exceptions": False,  # measure_trial turns exceptions into failed rows
     }
-    if str(cell_config(cell).get("device", "cpu")).startswith("cuda"):
+    if str(trial_config(cell).get("device", "cpu")).startswith("cuda"):
         opts["num_gpus"] = 1
     return opts
 

@@ -41,11 +41,11 @@ RowsCallback = Callable[[Any, list[dict]], None]
 
 
 # --------------------------------------------------------------------------- store glue
-def write_rows(results: Path, sweep_name: str, cell_id: str, rows: list[dict]) -> None:
+def write_rows(results: Path, sweep_name: str, trial_id: str, rows: list[dict]) -> None:
     """Persist one cell's rows atomically (the store's per-cell parquet file)."""
     from connbench.results import store
 
-    store.write_cell(results, sweep_name, cell_id, rows)
+    store.write_trial(results, sweep_name, trial_id, rows)
 
 
 def done_ids(results: Path, sweep_name: str) -> set[str]:
@@ -54,16 +54,16 @@ def done_ids(results: Path, sweep_name: str) -> set[str]:
     return set(store.done_ids(results, sweep_name))
 
 
-def cell_status(rows: list[dict]) -> str:
+def trial_status(rows: list[dict]) -> str:
     """The cell's overall status: its worst row status."""
-    statuses = {r.get("status") for r in rows if r.get("phase") != "history"} or {"ok"}
+    statuses = {r.get("status") for r in rows if r.get("step") is None} or {"ok"}
     for s in ("failed", "diverged", "skipped"):
         if s in statuses:
             return s
     return "ok"
 
 
-def skipped_cell(item: Any) -> tuple[Any, str]:
+def skipped_trial(item: Any) -> tuple[Any, str]:
     """(cell, reason) of an entry of ``Sweep.skipped``."""
     if isinstance(item, tuple) and len(item) == 2:
         return item
@@ -96,10 +96,10 @@ class Runner:
         if self.force:
             return cells
         done = done_ids(self.results, self.sweep_name)
-        return [c for c in cells if _cell_id(c) not in done]
+        return [c for c in cells if _trial_id(c) not in done]
 
     def run(self, cells: list[Any], skipped: Iterable[Any] = ()) -> Counter[str]:
-        from connbench.measure.trial import cell_phase, error_row
+        from connbench.measure.trial import trial_kind, error_row
 
         todo = self.pending(cells)
         if len(cells) > len(todo):
@@ -107,14 +107,14 @@ class Runner:
         skipped_todo = []
         done = set() if self.force else done_ids(self.results, self.sweep_name)
         for item in skipped:
-            cell, reason = skipped_cell(item)
-            if _cell_id(cell) in done:
+            cell, reason = skipped_trial(item)
+            if _trial_id(cell) in done:
                 self.counts["already done"] += 1
             else:
                 skipped_todo.append((cell, reason))
         for cell, reason in skipped_todo:
-            phase = {"speed": "fwd+bwd"}.get(cell_phase(cell), cell_phase(cell))
-            self._record(cell, [error_row(cell, self.sweep_name, phase, "skipped", reason)])
+            self._record(cell, [error_row(cell, self.sweep_name, trial_kind(cell), "skipped",
+                                          reason)])
         if not todo:
             return self.counts
         bar = _progress(len(todo), self.sweep_name, self.quiet)
@@ -139,16 +139,16 @@ class Runner:
         from connbench.measure.trial import error_row
         from connbench.results.store import StoreError
 
-        cid = _cell_id(cell)
+        cid = _trial_id(cell)
         try:
             write_rows(self.results, self.sweep_name, cid, rows)
         except StoreError as exc:  # a measurement bug must not stop the sweep either
-            phase = next((r.get("phase") for r in rows), None) or "train"
-            rows = [error_row(cell, self.sweep_name, phase, "failed",
+            kind = next((r.get("kind") for r in rows), None) or "train"
+            rows = [error_row(cell, self.sweep_name, kind, "failed",
                               f"rows could not be stored: {exc}")]
             write_rows(self.results, self.sweep_name, cid, rows)
         self.finished[cid] = rows
-        self.counts[cell_status(rows)] += 1
+        self.counts[trial_status(rows)] += 1
 
     def _callback(self, bar) -> RowsCallback:
         def on_rows(cell: Any, rows: list[dict]) -> None:
@@ -158,10 +158,10 @@ class Runner:
         return on_rows
 
 
-def _cell_id(cell: Any) -> str:
+def _trial_id(cell: Any) -> str:
     if isinstance(cell, dict):
-        return str(cell["cell_id"])
-    return str(cell.cell_id)
+        return str(cell["trial_id"])
+    return str(cell.trial_id)
 
 
 class _NoBar:
@@ -194,25 +194,25 @@ def run_local(cells: list[Any], sweep_name: str, on_rows: RowsCallback, *, worke
 
     Returns the cells that did not finish (a pool worker died), which were not recorded.
     """
-    from connbench.measure.trial import is_exclusive, measure_cell
+    from connbench.measure.trial import is_exclusive, measure_trial
 
     exclusive = [c for c in cells if is_exclusive(c)]
     train = [c for c in cells if not is_exclusive(c)]
     for cell in exclusive:
         on_start(cell)
-        on_rows(cell, measure_cell(cell, sweep_name))
+        on_rows(cell, measure_trial(cell, sweep_name))
     if workers <= 1 or len(train) <= 1:
         for cell in train:
             on_start(cell)
-            on_rows(cell, measure_cell(cell, sweep_name))
+            on_rows(cell, measure_trial(cell, sweep_name))
         return []
     return _run_pool(train, sweep_name, on_rows, workers, on_start)
 
 
 def _pool_measure(cell: Any, sweep_name: str, threads: int) -> list[dict]:
-    from connbench.measure.trial import measure_cell
+    from connbench.measure.trial import measure_trial
 
-    return measure_cell(cell, sweep_name, threads=threads)
+    return measure_trial(cell, sweep_name, threads=threads)
 
 
 def _run_pool(cells, sweep_name, on_rows, workers, on_start) -> list[Any]:
@@ -250,15 +250,15 @@ def run_lookback(runner: Runner, sweep: Any, spec: Any) -> Counter[str]:
     store instead of training them again. Speed and memory cells of the sweep run as
     a normal grid first.
     """
-    from connbench.measure.trial import cell_phase
+    from connbench.measure.trial import trial_kind
     from connbench.plan.sweep import with_task_option
     from connbench.registry import split_spec
 
     cfg = _lookback_config(spec)
-    others = [c for c in sweep.cells if cell_phase(c) != "train"]
+    others = [c for c in sweep.trials if trial_kind(c) != "train"]
     if others:
         runner.run(others, getattr(sweep, "skipped", []) or [])
-    groups = [c for c in sweep.cells if cell_phase(c) == "train"]
+    groups = [c for c in sweep.trials if trial_kind(c) == "train"]
     resolver = getattr(sweep, "resolver", None)
     bar = _progress(len(groups), f"{sweep.name} (lookback)", runner.quiet)
     runner.quiet, quiet = True, runner.quiet  # one bar for the search, not one per length
@@ -318,11 +318,11 @@ def _search(solved_at: Callable[[int], bool], start: int, maximum: int,
 
 
 def _run_or_load(runner: Runner, cell: Any) -> list[dict]:
-    cid = _cell_id(cell)
+    cid = _trial_id(cell)
     if cid in runner.finished:
         return runner.finished[cid]
     if not runner.force:
-        rows = _load_cell(runner.results, runner.sweep_name, cid)
+        rows = _load_trial(runner.results, runner.sweep_name, cid)
         if rows:
             runner.counts["already done"] += 1
             runner.finished[cid] = rows
@@ -331,17 +331,17 @@ def _run_or_load(runner: Runner, cell: Any) -> list[dict]:
     return runner.finished.get(cid, [])
 
 
-def _load_cell(results: Path, sweep_name: str, cell_id: str) -> list[dict]:
+def _load_trial(results: Path, sweep_name: str, trial_id: str) -> list[dict]:
     from connbench.results import store
 
-    if cell_id not in done_ids(results, sweep_name):
+    if trial_id not in done_ids(results, sweep_name):
         return []
     df = store.load(results, sweep_name)
-    return df[df["cell_id"] == cell_id].to_dict("records")
+    return df[df["trial_id"] == trial_id].to_dict("records")
 
 
 def _solved(rows: list[dict]) -> bool:
-    train = [r for r in rows if r.get("phase") == "train"]
+    train = [r for r in rows if r.get("kind") == "train" and r.get("step") is None]
     return bool(train) and all(r.get("status") == "ok" for r in train) and any(
         bool(r.get("solved")) is True for r in train
     )

@@ -9,7 +9,7 @@ written by hand: per step one add, the activation's backward and one addcmul per
 diagonal. The weight gradient is one reduction per diagonal over the whole sequence,
 not one per step.
 
-The unfused path (autograd through ``Recurrence.stepper``) stays, and the tests tie
+The unfused path (autograd through ``Structure.stepper``) stays, and the tests tie
 the two together, values and gradients.
 """
 
@@ -99,11 +99,11 @@ class FusedElementwiseElman(torch.autograd.Function):
 
 def elementwise_table(rec) -> tuple[torch.Tensor, tuple[int, ...], tuple[int, int]] | None:
     """(table (K, H), offsets, pads) if ``rec`` is an elementwise single-gate structure."""
-    from connbench.nn.structures import DiagonalRecurrence, ShiftedProducts
+    from connbench.nn.structures import DiagonalStructure, ShiftedProducts
 
     if rec.gates != 1:
         return None
-    if isinstance(rec, DiagonalRecurrence):
+    if isinstance(rec, DiagonalStructure):
         return rec.weight, (0,), (0, 0)
     if isinstance(rec, ShiftedProducts) and not rec.cyclic:
         return rec.table()[:, 0], rec.offsets, (rec.pad_left, rec.pad_right)

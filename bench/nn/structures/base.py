@@ -1,6 +1,6 @@
-"""Recurrent connectivity structures: the W_hh of an RNN, computed with its structure.
+"""Recurrent structure structures: the W_hh of an RNN, computed with its structure.
 
-Every structure is a ``Recurrence`` module that maps h (B, H) to h·W (B, gates·H),
+Every structure is a ``Structure`` module that maps h (B, H) to h·W (B, gates·H),
 where W is (H, gates·H): one H×H block per gate, each with the same structure. The
 fast path uses the structure (elementwise products, shifted products, batched block
 matmuls, sparse kernels); ``dense()`` builds the matrix W independently and is the
@@ -32,7 +32,7 @@ from torch import nn
 
 from connbench.registry import Option, Registry, SpecError, format_spec
 
-REGISTRY = Registry("connectivity")
+REGISTRY = Registry("structure")
 
 _INIT = Option("init", str, "default", "weight initialisation", ("default", "uniform"))
 
@@ -56,7 +56,7 @@ def check(spec: str, hidden: int, gates: int = 1) -> None:
     entry.obj.validate(hidden, gates=gates, **_without_init(opts))
 
 
-def make(spec: str, hidden: int, gates: int = 1, **overrides) -> Recurrence:
+def make(spec: str, hidden: int, gates: int = 1, **overrides) -> Structure:
     """Build the structure named by ``spec`` for hidden size ``hidden``.
 
     ``overrides`` take precedence over options in the spec, e.g.
@@ -87,7 +87,7 @@ def _uniform_(t: torch.Tensor, bound: float) -> torch.Tensor:
         return t.uniform_(-bound, bound)
 
 
-class Recurrence(nn.Module):
+class Structure(nn.Module):
     """Base class: h (B, H) → h·W (B, gates·H), computed with the structure."""
 
     version = 1

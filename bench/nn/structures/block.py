@@ -10,7 +10,7 @@ from torch import nn
 from connbench.nn.structures.base import (
     _INIT,
     REGISTRY,
-    Recurrence,
+    Structure,
     SpecError,
     _per_gate_blocks,
     _uniform_,
@@ -40,7 +40,7 @@ def permute_contiguous(x: torch.Tensor, dims: tuple[int, ...]) -> torch.Tensor:
     return _PermuteContiguous.apply(x, dims)
 
 
-class BlockLayout(Recurrence):
+class BlockLayout(Structure):
     """State kept as (G, B, H/G) so every block product is one contiguous ``bmm``."""
 
     layout_groups = 1
@@ -73,7 +73,7 @@ _GROUPS = Option("groups", int, 4, "number of independent blocks (must divide H)
 
 
 @REGISTRY.register("block", "block-diagonal: G independent blocks of size H/G", [_GROUPS, _INIT])
-class BlockRecurrence(BlockLayout):
+class BlockStructure(BlockLayout):
     """Block-diagonal W (independent groups, 1905.12340; G-LSTM)."""
 
     name = "block"
@@ -116,7 +116,7 @@ class BlockRecurrence(BlockLayout):
     "block_shuffle", "G blocks, then a fixed channel shuffle that mixes groups over time",
     [_GROUPS, _INIT],
 )
-class BlockShuffleRecurrence(BlockRecurrence):
+class BlockShuffleStructure(BlockStructure):
     """Blocks followed by ShuffleNet's channel shuffle of each gate's outputs.
 
     Output channel k takes block output g·n + i where k = i·G + g, so after one step

@@ -33,7 +33,7 @@ def _apply_stage(x: torch.Tensor, params: torch.Tensor, s: int) -> torch.Tensor:
     "butterfly", "log2(H) stages of learned 2×2 mixes in Walsh–Hadamard order (H = 2^k)",
     [_INIT],
 )
-class ButterflyRecurrence(BlockLayout):
+class ButterflyStructure(BlockLayout):
     """Stage s mixes units i and i + 2^s with a learned 2×2 per pair, s = 0 … log2 H − 1.
 
     After log2 H stages every unit reaches every other. The fast path uses the exact

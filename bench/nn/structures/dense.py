@@ -7,11 +7,11 @@ import math
 import torch
 from torch import nn
 
-from connbench.nn.structures.base import _INIT, REGISTRY, Recurrence, _uniform_
+from connbench.nn.structures.base import _INIT, REGISTRY, Structure, _uniform_
 
 
 @REGISTRY.register("full", "dense H×H recurrent matrix (the usual RNN)", [_INIT])
-class FullRecurrence(Recurrence):
+class FullStructure(Structure):
     """Dense W, stored (out, in) like torch (10–20 % faster addmm, PERF_NOTES 8)."""
 
     name = "full"
@@ -38,7 +38,7 @@ class FullRecurrence(Recurrence):
 
 
 @REGISTRY.register("none", "no recurrence (W = 0): what memory is worth", [_INIT])
-class NoRecurrence(Recurrence):
+class NoneStructure(Structure):
     name = "none"
 
     def __init__(self, hidden, gates=1, init="default"):

@@ -11,7 +11,7 @@ from torch import nn
 from connbench.nn.structures.base import (
     _INIT,
     REGISTRY,
-    Recurrence,
+    Structure,
     SpecError,
     _per_gate_blocks,
     _uniform_,
@@ -20,7 +20,7 @@ from connbench.registry import Option
 
 
 @REGISTRY.register("diagonal", "each unit sees only itself (IndRNN)", [_INIT])
-class DiagonalRecurrence(Recurrence):
+class DiagonalStructure(Structure):
     """W = diag(d) per gate. Default init uniform ±1 (fan_in 1)."""
 
     name = "diagonal"
@@ -55,7 +55,7 @@ class DiagonalRecurrence(Recurrence):
         return step
 
 
-class ShiftedProducts(Recurrence):
+class ShiftedProducts(Structure):
     """W[j+o, j] = w[o, j] for a fixed set of offsets o (a band, or Jordan's diagonals).
 
     The step is a sum of shifted products over a zero-padded copy of h: one pad and
@@ -160,7 +160,7 @@ class ShiftedProducts(Recurrence):
         _INIT,
     ],
 )
-class BandedRecurrence(ShiftedProducts):
+class BandedStructure(ShiftedProducts):
     """Band of odd ``width`` (Stack Exchange experiment 3 used width 3)."""
 
     name = "banded"
@@ -184,7 +184,7 @@ class BandedRecurrence(ShiftedProducts):
 
 
 @REGISTRY.register("jordan", "diagonal + superdiagonal (Jordan canonical form)", [_INIT])
-class JordanRecurrence(ShiftedProducts):
+class JordanStructure(ShiftedProducts):
     """W[i, i] and W[i, i+1]: 2H−1 weights per gate."""
 
     name = "jordan"

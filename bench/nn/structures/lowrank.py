@@ -7,7 +7,7 @@ import math
 import torch
 from torch import nn
 
-from connbench.nn.structures.base import _INIT, REGISTRY, Recurrence, SpecError, _uniform_
+from connbench.nn.structures.base import _INIT, REGISTRY, Structure, SpecError, _uniform_
 from connbench.registry import Option
 
 
@@ -15,7 +15,7 @@ from connbench.registry import Option
     "lowrank", "W = U·V of rank r (a factorisation control)",
     [Option("rank", int, 8, "rank r, in [1, H]"), _INIT],
 )
-class LowRankRecurrence(Recurrence):
+class LowRankStructure(Structure):
     """W = U (H, r) · V (r, gates·H).
 
     Init: U and V uniform with the bound that gives W the per-entry variance of

@@ -11,7 +11,7 @@ from torch import nn
 from connbench.nn.structures.base import (
     _INIT,
     REGISTRY,
-    Recurrence,
+    Structure,
     SpecError,
     _dense_stepper,
     _uniform_,
@@ -49,9 +49,9 @@ class _CSRMatmul(torch.autograd.Function):
 
 
 class _CSRKernel:
-    """The per-sequence CSR tensors of a RandomRecurrence (W^T and W)."""
+    """The per-sequence CSR tensors of a RandomStructure (W^T and W)."""
 
-    def __init__(self, rec: RandomRecurrence):
+    def __init__(self, rec: RandomStructure):
         v = rec.weight.detach()
         size_t = (rec.gates * rec.hidden, rec.hidden)
         with warnings.catch_warnings():  # "sparse CSR support is in beta"
@@ -73,7 +73,7 @@ def _csr(crow, col, values, size):
         _INIT,
     ],
 )
-class RandomRecurrence(Recurrence):
+class RandomStructure(Structure):
     """Unstructured sparse W with a fixed seeded mask; stores only the nonzeros.
 
     From H ≥ ``csr_min_hidden`` the step is a CSR kernel with a custom backward; below
