@@ -36,7 +36,7 @@ from connbench.report.stats import (  # noqa: E402
     bootstrap_median_ci,
     mann_whitney,
 )
-from connbench.report.style import BASE_STYLE, assign_styles, short_labels  # noqa: E402
+from connbench.report.style import assign_styles, base_style, short_labels  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 SMALL = dict(names=("full", "diagonal", "banded", "block", "butterfly"), hiddens=(32, 64),
@@ -58,8 +58,18 @@ def _write_results(df: pd.DataFrame, results: Path, sweep: str) -> None:
         part.to_parquet(folder / f"part{i:04d}.parquet", index=False)
 
 
+def _catalogue(df: pd.DataFrame) -> dict:
+    """What `connbench run` stores beside these rows (connbench.results.catalogue)."""
+    from connbench.run.catalogue import build
+
+    return build(sorted(set(df["task_spec"].dropna())))
+
+
 def _prepared(**kw) -> pd.DataFrame:
-    return D.prepare(synthetic_frame(**kw))
+    raw = synthetic_frame(**kw)
+    df = D.prepare(raw)
+    df.attrs["catalogue"] = _catalogue(raw)
+    return df
 
 
 # -- statistics ------------------------------------------------------------------------
@@ -210,10 +220,23 @@ def test_pareto_front_both_directions():
 
 
 def test_one_colour_per_structure_whatever_the_subset():
-    few = assign_styles(["diagonal", "full"])
-    many = assign_styles(list(SPECS))
-    assert few["diagonal"] == many["diagonal"] == BASE_STYLE["diagonal"]
-    assert len({c for c, _ in many.values()}) == len(many)
+    from connbench.nn.structures import REGISTRY
+    from connbench.report.style import structure_order, use_catalogue
+
+    use_catalogue(_catalogue(synthetic_frame(**SMALL)))
+    try:
+        few = assign_styles(["diagonal", "full"])
+        many = assign_styles(list(SPECS))
+        diagonal = REGISTRY.get("diagonal")
+        assert few["diagonal"] == many["diagonal"] == base_style()["diagonal"] == (
+            diagonal.color, diagonal.marker)
+        assert len({c for c, _ in many.values()}) == len(many)
+        assert structure_order() == REGISTRY.names()
+    finally:
+        use_catalogue(None)
+    # without a catalogue (older results) every structure still gets its own style
+    spare = assign_styles(list(SPECS))
+    assert len(set(spare.values())) == len(spare)
     labels = short_labels(["banded:cyclic=false,width=3", "banded:cyclic=false,width=5", "full"])
     assert labels == {"banded:cyclic=false,width=3": "banded:width=3",
                       "banded:cyclic=false,width=5": "banded:width=5", "full": "full"}
@@ -234,7 +257,8 @@ def test_lookback_longest_t_solved_and_drawn(tmp_path):
 
 # -- the whole report ------------------------------------------------------------------
 def test_report_renders_every_figure_and_claim(tmp_path):
-    report = render_report(synthetic_frame(**SMALL), "synth", str(tmp_path), dpi=40,
+    frame = synthetic_frame(**SMALL)
+    report = render_report(frame, "synth", str(tmp_path), dpi=40, catalogue=_catalogue(frame),
                            butterfly_check=NO_BUTTERFLY_CHECK)
     text = report.read_text()
     figs = {p.name for p in (tmp_path / "synth" / "figures").glob("*.png")}

@@ -6,8 +6,7 @@ import json
 
 
 def _registries():
-    from connbench.nn import cells
-    from connbench.nn import structures
+    from connbench.nn import cells, structures
 
     regs = [("structures", structures.REGISTRY), ("cells", cells.CELLS)]
     try:

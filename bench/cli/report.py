@@ -23,6 +23,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def main(args: argparse.Namespace) -> int:
     from connbench.report.data import NoResultsError, load_results
+    from connbench.results import catalogue
 
     sweep = sweep_name(args.sweep)
     try:
@@ -30,6 +31,7 @@ def main(args: argparse.Namespace) -> int:
     except NoResultsError as exc:
         print(f"connbench report: {exc}", file=sys.stderr)
         return 1
-    report = render_report(df, sweep, args.out, dpi=args.dpi, matrices=not args.no_matrices)
+    report = render_report(df, sweep, args.out, dpi=args.dpi, matrices=not args.no_matrices,
+                           catalogue=catalogue.read(args.results, sweep))
     print(f"wrote {report} and {report.parent / 'figures'}/")
     return 0

@@ -46,7 +46,8 @@ def main(args: argparse.Namespace) -> int:
                             "pip install 'connbench[ray]'") from None
 
     from connbench.plan.sweep import load_sweep
-    from connbench.results import store
+    from connbench.results import catalogue, store
+    from connbench.run.catalogue import build as build_catalogue
 
     sweep = load_sweep(args.sweep, overrides=tuple(args.overrides),
                        skip_invalid=args.skip_invalid)
@@ -56,6 +57,8 @@ def main(args: argparse.Namespace) -> int:
         raise SpecError(f"sweep {sweep.name!r} has no cells; check its axes and excludes")
     results = Path(args.results)
     store.check_writable(results, sweep.name)
+    # what the report needs from the registries (styles, task sizes), beside the rows
+    catalogue.write(results, sweep.name, build_catalogue(t.task_spec for t in cells))
     runner = Runner(
         results=results,
         sweep_name=sweep.name,

@@ -26,7 +26,21 @@ from connbench.nn.kernels.activations import tanh
 from connbench.registry import Registry
 
 CELLS = Registry("cell")
-GATES: dict[str, int] = {}
+GATES: dict[str, int] = {}  # cell name -> number of gates (kept by register_cell)
+
+
+def register_cell(name: str, description: str, options=()):
+    """Class decorator: register a ``Cell`` subclass under ``name``."""
+    register = CELLS.register(name, description, options)
+
+    def deco(cls):
+        if not (isinstance(cls, type) and issubclass(cls, Cell)):
+            raise TypeError(f"register_cell({name!r}): {cls!r} is not a Cell subclass")
+        GATES[name] = cls.gates
+        return register(cls)
+
+    return deco
+
 
 class Cell(nn.Module):
     """Base: input projection, structured recurrence, and a time loop."""
@@ -104,25 +118,25 @@ class ElmanCell(Cell):
         return outs, h
 
 
-@CELLS.register("rnn_tanh", "Elman RNN, h = tanh(x·W_ih + h·W_hh + b)")
+@register_cell("rnn_tanh", "Elman RNN, h = tanh(x·W_ih + h·W_hh + b)")
 class TanhCell(ElmanCell):
     activation = staticmethod(tanh)
     act_name = "tanh"
 
 
-@CELLS.register("rnn_relu", "Elman RNN with ReLU (IRNN, IndRNN)")
+@register_cell("rnn_relu", "Elman RNN with ReLU (IRNN, IndRNN)")
 class ReluCell(ElmanCell):
     activation = staticmethod(torch.relu)
     act_name = "relu"
 
 
-@CELLS.register("rnn_sigmoid", "Elman RNN with sigmoid units (Trask's demo)")
+@register_cell("rnn_sigmoid", "Elman RNN with sigmoid units (Trask's demo)")
 class SigmoidCell(ElmanCell):
     activation = staticmethod(torch.sigmoid)
     act_name = "sigmoid"
 
 
-@CELLS.register("gru", "gated recurrent unit (PyTorch's equations)")
+@register_cell("gru", "gated recurrent unit (PyTorch's equations)")
 class GRUCell(Cell):
     gates = 3
 
@@ -147,7 +161,7 @@ class GRUCell(Cell):
         return outs, h
 
 
-@CELLS.register("lstm", "long short-term memory (PyTorch's equations)")
+@register_cell("lstm", "long short-term memory (PyTorch's equations)")
 class LSTMCell(Cell):
     gates = 4
 
@@ -165,8 +179,9 @@ class LSTMCell(Cell):
         return outs, h
 
 
-for _name, _entry in ((n, CELLS.get(n)) for n in CELLS.names()):
-    GATES[_name] = _entry.obj.gates
+def names() -> list[str]:
+    """Names of every registered cell."""
+    return CELLS.names()
 
 
 def make(name: str, input_size: int, hidden: int, structure_spec: str = "full",

@@ -11,13 +11,10 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from connbench.nn import cells
+from connbench.nn import cells, structures
 from connbench.perf.timing import Timing, time_callable
 
-DEFAULT_SPECS = [
-    "full", "none", "diagonal", "banded:width=3", "jordan", "block:groups=16",
-    "block_shuffle:groups=16", "butterfly", "random:density=0.1", "lowrank:rank=16",
-]
+DEFAULT_SPECS = [e.example for e in structures.REGISTRY.entries()]  # the registry's examples
 TORCH_RNN = "torch.nn.RNN"
 
 

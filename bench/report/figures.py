@@ -17,6 +17,7 @@ from matplotlib.colors import TwoSlopeNorm
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 
+from connbench.registry import split_spec
 from connbench.report import data as D
 from connbench.report.matrices import MATRIX_HIDDEN, MatricesUnavailable, dense_matrices
 from connbench.report.plotting import (
@@ -32,7 +33,7 @@ from connbench.report.plotting import (
     unique_handles,
 )
 from connbench.report.stats import bootstrap_median_ci
-from connbench.report.style import DIVERGING_CMAP, label_order, natural_key, parse_spec
+from connbench.report.style import DIVERGING_CMAP, label_order, natural_key
 from connbench.results.schema import MEMORY_METRIC
 
 PASS_TITLES = {"fwd": "forward", "bwd": "backward", "fwd+bwd": "forward + backward"}
@@ -420,7 +421,7 @@ LOOKBACK_TASKS = ("copy", "adding")
 def delay_T(rows: pd.DataFrame) -> pd.Series:
     """The task's own T (copy: the delay, its ``length`` option; the sequence is T+20
     long), else the sequence length."""
-    length = rows["task_spec"].map(lambda s: parse_spec(str(s))[1].get("length"))
+    length = rows["task_spec"].map(lambda s: split_spec(str(s))[1].get("length"))
     return pd.to_numeric(length, errors="coerce").fillna(rows["seq_len"].astype(float))
 
 

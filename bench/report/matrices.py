@@ -9,10 +9,6 @@ from __future__ import annotations
 import numpy as np
 
 MATRIX_HIDDEN = 32
-DEFAULT_SPECS = [
-    "full", "none", "diagonal", "banded:width=3", "jordan", "block:groups=4",
-    "block_shuffle:groups=4", "butterfly", "random:density=0.1", "lowrank:rank=4",
-]
 MATRIX_SEED = 0  # fixed so that the drawn weights are the same on every rerun
 
 
@@ -30,13 +26,14 @@ def _structures():
 
 def dense_matrices(specs=None, hidden: int = MATRIX_HIDDEN) -> dict[str, dict]:
     """{spec: {"matrix": (H, H) ndarray, "stored": int, "spec": canonical}} for every spec
-    the registry knows; specs it does not know are left out (an older checkout)."""
+    the registry knows (default: each registered structure's example spec); specs it
+    does not know are left out (an older checkout)."""
     structures = _structures()
     import torch
 
     known = set(structures.names())
     out = {}
-    for spec in specs or DEFAULT_SPECS:
+    for spec in specs or [e.example for e in structures.REGISTRY.entries()]:
         if spec.split(":", 1)[0] not in known:
             continue
         torch.manual_seed(MATRIX_SEED)

@@ -45,7 +45,7 @@ def _measure(cell: Any, sweep_name: str) -> list[dict]:
 
 def task_options(cell: Any) -> dict[str, Any]:
     """Ray resource requests of one cell."""
-    from connbench.measure.trial import trial_config, is_exclusive
+    from connbench.measure.trial import is_exclusive, trial_config
 
     opts: dict[str, Any] = {
         "num_cpus": 1,

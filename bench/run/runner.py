@@ -99,7 +99,7 @@ class Runner:
         return [c for c in cells if _trial_id(c) not in done]
 
     def run(self, cells: list[Any], skipped: Iterable[Any] = ()) -> Counter[str]:
-        from connbench.measure.trial import trial_kind, error_row
+        from connbench.measure.trial import error_row, trial_kind
 
         todo = self.pending(cells)
         if len(cells) > len(todo):

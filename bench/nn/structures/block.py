@@ -8,12 +8,11 @@ import torch
 from torch import nn
 
 from connbench.nn.structures.base import (
-    _INIT,
-    REGISTRY,
-    Structure,
     SpecError,
+    Structure,
     _per_gate_blocks,
     _uniform_,
+    register_structure,
 )
 from connbench.registry import Option
 
@@ -72,7 +71,8 @@ def _check_groups(name: str, hidden: int, groups: int) -> None:
 _GROUPS = Option("groups", int, 4, "number of independent blocks (must divide H)")
 
 
-@REGISTRY.register("block", "block-diagonal: G independent blocks of size H/G", [_GROUPS, _INIT])
+@register_structure("block", "block-diagonal: G independent blocks of size H/G", [_GROUPS],
+                    example="block:groups=16", size=64, color="#009E73", marker="D")
 class BlockStructure(BlockLayout):
     """Block-diagonal W (independent groups, 1905.12340; G-LSTM)."""
 
@@ -98,6 +98,10 @@ class BlockStructure(BlockLayout):
     def dense(self):
         return self.block_dense()
 
+    @property
+    def effective_params(self):
+        return self.gates * self.hidden * (self.hidden // self.groups)
+
     def mask(self):
         n = self.hidden // self.groups
         one = torch.block_diag(*[torch.ones(n, n, dtype=torch.bool)] * self.groups)
@@ -112,9 +116,10 @@ class BlockStructure(BlockLayout):
         return step
 
 
-@REGISTRY.register(
+@register_structure(
     "block_shuffle", "G blocks, then a fixed channel shuffle that mixes groups over time",
-    [_GROUPS, _INIT],
+    [_GROUPS], example="block_shuffle:groups=16", size=64, color="#56B4E9",
+    marker="P",
 )
 class BlockShuffleStructure(BlockStructure):
     """Blocks followed by ShuffleNet's channel shuffle of each gate's outputs.

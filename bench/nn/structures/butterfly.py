@@ -8,11 +8,10 @@ import torch
 from torch import nn
 
 from connbench.nn.structures.base import (
-    _INIT,
-    REGISTRY,
     SpecError,
     _dense_stepper,
     _per_gate_blocks,
+    register_structure,
 )
 from connbench.nn.structures.block import BlockLayout, permute_contiguous
 
@@ -29,9 +28,9 @@ def _apply_stage(x: torch.Tensor, params: torch.Tensor, s: int) -> torch.Tensor:
     return torch.einsum("...qtr,...qrtu->...qur", xs, m).flatten(-3)
 
 
-@REGISTRY.register(
+@register_structure(
     "butterfly", "log2(H) stages of learned 2×2 mixes in Walsh–Hadamard order (H = 2^k)",
-    [_INIT],
+    color="#E69F00", marker="*",
 )
 class ButterflyStructure(BlockLayout):
     """Stage s mixes units i and i + 2^s with a learned 2×2 per pair, s = 0 … log2 H − 1.
@@ -104,6 +103,10 @@ class ButterflyStructure(BlockLayout):
 
     def mask(self):
         return torch.ones(self.hidden, self.gates * self.hidden, dtype=torch.bool)
+
+    @property
+    def effective_params(self):
+        return self.gates * self.hidden * self.hidden
 
     def flops(self, batch):
         if not self.factored:

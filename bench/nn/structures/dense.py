@@ -7,10 +7,11 @@ import math
 import torch
 from torch import nn
 
-from connbench.nn.structures.base import _INIT, REGISTRY, Structure, _uniform_
+from connbench.nn.structures.base import Structure, _uniform_, register_structure
 
 
-@REGISTRY.register("full", "dense H×H recurrent matrix (the usual RNN)", [_INIT])
+@register_structure("full", "dense H×H recurrent matrix (the usual RNN)",
+                    color="#000000", marker="o")
 class FullStructure(Structure):
     """Dense W, stored (out, in) like torch (10–20 % faster addmm, PERF_NOTES 8)."""
 
@@ -28,6 +29,10 @@ class FullStructure(Structure):
     def mask(self):
         return torch.ones(self.hidden, self.gates * self.hidden, dtype=torch.bool)
 
+    @property
+    def effective_params(self):
+        return self.gates * self.hidden * self.hidden
+
     def stepper(self):
         wt = self.weight.t()
 
@@ -37,7 +42,8 @@ class FullStructure(Structure):
         return step
 
 
-@REGISTRY.register("none", "no recurrence (W = 0): what memory is worth", [_INIT])
+@register_structure("none", "no recurrence (W = 0): what memory is worth",
+                    color="#999999", marker="X")
 class NoneStructure(Structure):
     name = "none"
 
@@ -51,6 +57,10 @@ class NoneStructure(Structure):
 
     def mask(self):
         return torch.zeros(self.hidden, self.gates * self.hidden, dtype=torch.bool)
+
+    @property
+    def effective_params(self):
+        return 0
 
     def flops(self, batch):
         return 0.0

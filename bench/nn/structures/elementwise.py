@@ -9,17 +9,17 @@ import torch.nn.functional as F
 from torch import nn
 
 from connbench.nn.structures.base import (
-    _INIT,
-    REGISTRY,
-    Structure,
     SpecError,
+    Structure,
     _per_gate_blocks,
     _uniform_,
+    register_structure,
 )
 from connbench.registry import Option
 
 
-@REGISTRY.register("diagonal", "each unit sees only itself (IndRNN)", [_INIT])
+@register_structure("diagonal", "each unit sees only itself (IndRNN)",
+                    color="#D55E00", marker="s")
 class DiagonalStructure(Structure):
     """W = diag(d) per gate. Default init uniform ±1 (fan_in 1)."""
 
@@ -35,6 +35,10 @@ class DiagonalStructure(Structure):
 
     def mask(self):
         return _per_gate_blocks([torch.eye(self.hidden, dtype=torch.bool)] * self.gates)
+
+    @property
+    def effective_params(self):
+        return self.gates * self.hidden
 
     def stepper(self):
         if self.gates == 1:
@@ -151,14 +155,14 @@ class ShiftedProducts(Structure):
         return step
 
 
-@REGISTRY.register(
+@register_structure(
     "banded",
     "units see neighbours within a band |i−j| ≤ width//2",
     [
         Option("width", int, 3, "band width (odd)"),
         Option("cyclic", bool, False, "wrap the band around the ends"),
-        _INIT,
     ],
+    example="banded:width=3", color="#0072B2", marker="^",
 )
 class BandedStructure(ShiftedProducts):
     """Band of odd ``width`` (Stack Exchange experiment 3 used width 3)."""
@@ -183,7 +187,8 @@ class BandedStructure(ShiftedProducts):
             )
 
 
-@REGISTRY.register("jordan", "diagonal + superdiagonal (Jordan canonical form)", [_INIT])
+@register_structure("jordan", "diagonal + superdiagonal (Jordan canonical form)",
+                    color="#CC79A7", marker="v")
 class JordanStructure(ShiftedProducts):
     """W[i, i] and W[i, i+1]: 2H−1 weights per gate."""
 

@@ -7,13 +7,14 @@ import math
 import torch
 from torch import nn
 
-from connbench.nn.structures.base import _INIT, REGISTRY, Structure, SpecError, _uniform_
+from connbench.nn.structures.base import SpecError, Structure, _uniform_, register_structure
 from connbench.registry import Option
 
 
-@REGISTRY.register(
+@register_structure(
     "lowrank", "W = U·V of rank r (a factorisation control)",
-    [Option("rank", int, 8, "rank r, in [1, H]"), _INIT],
+    [Option("rank", int, 8, "rank r, in [1, H]")],
+    example="lowrank:rank=16", color="#882255", marker="<",
 )
 class LowRankStructure(Structure):
     """W = U (H, r) · V (r, gates·H).
@@ -43,6 +44,10 @@ class LowRankStructure(Structure):
 
     def mask(self):
         return torch.ones(self.hidden, self.gates * self.hidden, dtype=torch.bool)
+
+    @property
+    def effective_params(self):
+        return self.gates * self.hidden * self.hidden
 
     def flops(self, batch):
         return 2.0 * batch * self.rank * (self.hidden + self.gates * self.hidden)

@@ -9,12 +9,11 @@ import torch
 from torch import nn
 
 from connbench.nn.structures.base import (
-    _INIT,
-    REGISTRY,
-    Structure,
     SpecError,
+    Structure,
     _dense_stepper,
     _uniform_,
+    register_structure,
 )
 from connbench.registry import Option
 
@@ -65,13 +64,13 @@ def _csr(crow, col, values, size):
     return torch.sparse_csr_tensor(crow, col, values, size, check_invariants=False)
 
 
-@REGISTRY.register(
+@register_structure(
     "random", "fixed random sparsity mask of the given density (seeded)",
     [
         Option("density", float, 0.1, "fraction of nonzero entries, in (0, 1]"),
         Option("seed", int, 0, "seed of the mask"),
-        _INIT,
     ],
+    example="random:density=0.1", color="#999933", marker="h",
 )
 class RandomStructure(Structure):
     """Unstructured sparse W with a fixed seeded mask; stores only the nonzeros.
