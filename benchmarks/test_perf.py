@@ -45,8 +45,7 @@ def test_layer(benchmark, spec, hidden, measured):
 def test_train_step(benchmark, name):
     task = tasks.make(TASKS[name])
     torch.manual_seed(0)
-    model = SequenceModel(task.input_size, TRAIN_HIDDEN, task.output_size,
-                          readout=task.readout, vocab=task.vocab)
+    model = SequenceModel.for_task(task, hidden=TRAIN_HIDDEN)
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     gen = torch.Generator().manual_seed(0)
 

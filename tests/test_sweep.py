@@ -576,9 +576,8 @@ def test_real_iso_params_matches_brute_force(real):
     t = real._task(s.trials[0].task_spec)
     for c in s.trials:
         def total(h, c=c):
-            return SequenceModel(t.input_size, h, t.output_size, cell=c.cell,
-                                 structure=c.structure_spec,
-                                 readout=t.readout).param_counts()["total"]
+            return SequenceModel.for_task(t, hidden=h, cell=c.cell,
+                                          structure=c.structure_spec).param_counts()["total"]
         # totals grow with the size, so beating both valid neighbours is the optimum
         spec, h = c.structure_spec, c.hidden
         below = next(x for x in range(h - 1, 0, -1) if _valid(real, spec, x))

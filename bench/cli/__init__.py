@@ -2,7 +2,8 @@
 
 Each subcommand lives in its own module, which provides ``add_arguments(parser)`` and
 ``main(args) -> int``; modules are imported only when their command runs, so
-``connbench list`` stays fast.
+``connbench list`` stays fast. ``--plugin MODULE`` (repeatable, any command) loads a
+plugin before the command's module is even imported (see ``connbench.plugins``).
 """
 
 from __future__ import annotations
@@ -21,7 +22,14 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "run": ("connbench.cli.run", "run a sweep into the results store"),
     "report": ("connbench.cli.report", "render figures and REPORT.md from the results store"),
     "gate": ("connbench.cli.gate", "the CI timing gate: speed ratios against thresholds"),
+    "check": ("connbench.cli.check", "check that a structure keeps the contract (plugins too)"),
 }
+
+
+def _add_plugin_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--plugin", action="append", default=[], metavar="MODULE",
+                        help="import MODULE first: it registers structures, cells or tasks "
+                        "(repeatable; also CONNBENCH_PLUGINS and entry points)")
 
 
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
@@ -31,10 +39,12 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
         prog="connbench",
         description="Does an RNN need full hidden-to-hidden structure? Measure it.",
     )
+    _add_plugin_option(parser)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, (module, help_) in COMMANDS.items():
         p = sub.add_parser(name, help=help_, description=help_)
         p.set_defaults(_module=module)
+        _add_plugin_option(p)
         if name == command:
             importlib.import_module(module).add_arguments(p)
     return parser
@@ -42,7 +52,17 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
-    command = next((a for a in argv if not a.startswith("-")), None)
+    pre = argparse.ArgumentParser(add_help=False)
+    _add_plugin_option(pre)
+    early, rest = pre.parse_known_args(argv)
+    try:  # before any command module is imported: plugins may add names it lists
+        from connbench import plugins
+
+        plugins.load(early.plugin)
+    except SpecError as exc:
+        print(f"connbench: error: {exc}", file=sys.stderr)
+        return 2
+    command = next((a for a in rest if not a.startswith("-")), None)
     parser = build_parser(command if command in COMMANDS else None)
     args = parser.parse_args(argv)
     if not args.command:

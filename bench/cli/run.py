@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 
 from connbench.registry import SpecError
-from connbench.run.runner import Runner, run_lookback
+from connbench.run.runner import Runner, check_structures, run_lookback
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -52,9 +52,10 @@ def main(args: argparse.Namespace) -> int:
     sweep = load_sweep(args.sweep, overrides=tuple(args.overrides),
                        skip_invalid=args.skip_invalid)
     cells = list(sweep.trials)
-    skipped = list(getattr(sweep, "skipped", []) or [])
+    skipped = list(sweep.skipped)
     if not cells and not skipped:
         raise SpecError(f"sweep {sweep.name!r} has no cells; check its axes and excludes")
+    check_structures(cells)
     results = Path(args.results)
     store.check_writable(results, sweep.name)
     # what the report needs from the registries (styles, task sizes), beside the rows
@@ -69,9 +70,8 @@ def main(args: argparse.Namespace) -> int:
         quiet=args.quiet,
     )
     t0 = time.perf_counter()
-    lookback = getattr(sweep, "lookback", None)
-    if lookback:
-        counts = run_lookback(runner, sweep, lookback)
+    if sweep.lookback:
+        counts = run_lookback(runner, sweep, sweep.lookback)
     else:
         counts = runner.run(cells, skipped)
     if not args.quiet:

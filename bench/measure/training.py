@@ -43,12 +43,13 @@ class TrainResult:
     metrics: dict[str, float]
     chance: dict[str, float]
     history: list[dict[str, float | None]]  # step, train_loss (None at step 0), metrics
-    params: dict[str, int]
+    params: dict[str, int]  # SequenceModel.param_counts() of the trained model
     primary_metric: str
     higher_is_better: bool
     error: str = ""
     stop_reason: str = ""  # solved, steps, time, diverged, failed
     config: dict[str, Any] = field(default_factory=dict)  # effective training settings
+    flops_per_step: float = math.nan  # recurrent FLOPs per step of a training batch
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-safe dict: non-finite floats become None."""
@@ -175,17 +176,9 @@ def train(
         task.prepare()  # corpus download/read errors surface now, not mid-run
 
     torch.manual_seed(seed)
-    model = SequenceModel(
-        task.input_size,
-        model_cfg["hidden"],
-        task.output_size,
-        cell=model_cfg["cell"],
-        structure=conn_spec,
-        layers=model_cfg["layers"],
-        bias=model_cfg["bias"],
-        readout=task.readout,
-        vocab=task.vocab,
-        init=model_cfg["init"],
+    model = SequenceModel.for_task(
+        task, hidden=model_cfg["hidden"], structure=conn_spec, cell=model_cfg["cell"],
+        layers=model_cfg["layers"], bias=model_cfg["bias"], init=model_cfg["init"],
     ).to(device)
     # the structure as built: its spec then carries the init the model gave it
     built = model.recurrences()[0].spec if hasattr(model, "recurrences") else conn_spec
@@ -207,6 +200,7 @@ def train(
         chance=dict(task.chance),
         history=[],
         params=dict(model.param_counts()),
+        flops_per_step=float(model.flops_per_step(defaults.batch)),
         primary_metric=task.primary_metric,
         higher_is_better=higher,
         config={

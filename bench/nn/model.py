@@ -53,6 +53,18 @@ class SequenceModel(nn.Module):
                 for p in self.readout.parameters():
                     p.uniform_(-1.0, 1.0)
 
+    @classmethod
+    def for_task(cls, task, *, hidden: int, structure: str = "full", cell: str = "rnn_tanh",
+                 layers: int = 1, **options) -> SequenceModel:
+        """The model for ``task``: its input and output sizes, readout and vocabulary.
+
+        ``task`` is anything with ``input_size``, ``output_size``, ``readout`` and
+        ``vocab`` (a ``connbench.Task``); ``options`` are the other constructor
+        arguments (bias, init, bidirectional).
+        """
+        return cls(task.input_size, hidden, task.output_size, cell=cell, structure=structure,
+                   layers=layers, readout=task.readout, vocab=task.vocab, **options)
+
     def recurrences(self):
         """Every structured W_hh in the model (all layers and directions)."""
         return [c.rec for layer in self.layers for c in layer]

@@ -78,7 +78,6 @@ string). Every mistake raises :class:`~connbench.registry.SpecError` before any 
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import hashlib
 import itertools
 import json
@@ -88,7 +87,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from connbench.registry import Registry, SpecError, format_spec, split_spec
+from connbench.registry import Registry, SpecError, did_you_mean, format_spec, split_spec
 
 try:
     import tomllib
@@ -125,7 +124,8 @@ _PLURALS = {"tasks": "task", "structures": "structure", "cells": "cell",
 # Names of the first release, still read so that older sweep files keep working.
 _OLD_NAMES = {"connectivity": "structure", "connectivities": "structure", "phase": "kind",
               "phases": "kind"}
-_TOP_KEYS = ("description", *AXES, "kind", *KINDS, "include", "exclude", "lookback")
+_TOP_KEYS = ("description", "plugins", *AXES, "kind", *KINDS, "include", "exclude",
+             "lookback")
 _LOOKBACK_KEYS = {"option": str, "start": int, "max": int, "resolution": float}
 _DEVICE_RE = re.compile(r"^(cpu|mps|cuda(:\d+)?)$")
 _BUDGET_RE = re.compile(r"^(iso_params|iso_time):\s*([0-9_.eE+]+)\s*$")
@@ -175,6 +175,14 @@ class Trial:
         out = dataclasses.asdict(self)
         out["versions"] = dict(self.versions)
         return out
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Trial:
+        """The inverse of :meth:`to_dict` (a trial sent to another process as JSON)."""
+        fields = {f.name for f in dataclasses.fields(cls) if f.init}
+        given = {k: v for k, v in data.items() if k in fields}
+        given["versions"] = tuple(dict(data.get("versions") or {}).items())
+        return cls(**given)
 
     def row_fields(self) -> dict[str, Any]:
         """The identity columns of a results row (connbench.results.schema names), kind excluded."""
@@ -280,12 +288,9 @@ class Resolver:
         import torch
 
         from connbench.nn.model import SequenceModel
-        inputs, outputs, vocab, readout = self.model_shape(task)
-        kwargs = dict(cell=cell, structure=structure, layers=layers,
-                      readout=readout, vocab=vocab)
-
         def build() -> SequenceModel:
-            return SequenceModel(inputs, hidden, outputs, **kwargs)
+            return SequenceModel.for_task(self._task(task), hidden=hidden, structure=structure,
+                                          cell=cell, layers=layers)
 
         # On the meta device nothing is allocated, so large sizes are free; there the
         # total is the trainable numel, which equals param_counts()["total"]. A
@@ -362,7 +367,7 @@ def sweep_path(name_or_path: str | Path) -> Path:
         return path
     shipped = shipped_sweeps()
     if text not in shipped:
-        raise SpecError(f"unknown sweep {text!r}{_hint(text, shipped)}; shipped sweeps: "
+        raise SpecError(f"unknown sweep {text!r}{did_you_mean(text, shipped)}; shipped sweeps: "
                         f"{', '.join(shipped)} (or give a path to a .toml file)")
     return SWEEPS_DIR / f"{text}.toml"
 
@@ -470,6 +475,7 @@ def expand(raw: dict[str, Any], *, name: str, path: Path | None = None,
     """Expand an already-parsed sweep table (see the module docstring)."""
     resolver = resolver or Resolver()
     spec = _normalise(raw, where=str(path or name))
+    _load_plugins(spec.get("plugins", []), where=str(path or name))
     for item in overrides:
         _apply_override(spec, *parse_override(item))
     spec = _normalise(spec, where=str(path or name))  # overridden tables get checked too
@@ -485,9 +491,15 @@ def expand(raw: dict[str, Any], *, name: str, path: Path | None = None,
 # ------------------------------------------------------------ normalising the table
 
 
-def _hint(word: str, choices: Iterable[str]) -> str:
-    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.5)
-    return f" (did you mean {close[0]!r}?)" if close else ""
+def _load_plugins(modules: Any, where: str) -> None:
+    """The sweep's ``plugins`` (module names), loaded before any name is resolved."""
+    if not isinstance(modules, list) or not all(isinstance(m, str) for m in modules):
+        raise SpecError(f"{where}: plugins={modules!r} must be a list of module names, "
+                        'e.g. plugins = ["my_structures"]')
+    if modules:
+        from connbench import plugins
+
+        plugins.load(modules)
 
 
 def _key(key: str, allowed: Sequence[str], where: str) -> str:
@@ -495,7 +507,7 @@ def _key(key: str, allowed: Sequence[str], where: str) -> str:
     canon = _PLURALS.get(key) or _OLD_NAMES.get(key, key)
     if canon not in allowed:
         shown = sorted({_plural_of(a) for a in allowed})
-        raise SpecError(f"{where}: unknown key {key!r}{_hint(key, shown + list(allowed))}; "
+        raise SpecError(f"{where}: unknown key {key!r}{did_you_mean(key, shown + list(allowed))}; "
                         f"allowed: {', '.join(shown)}")
     return canon
 
@@ -557,7 +569,7 @@ def _apply_override(spec: dict[str, Any], key: str, value: Any) -> None:
             tail = _key(tail, allowed, "--set")
     except SpecError:
         top = sorted({_plural_of(k) for k in _TOP_KEYS})
-        raise SpecError(f"--set: unknown key {key!r}{_hint(key, known)}; allowed: "
+        raise SpecError(f"--set: unknown key {key!r}{did_you_mean(key, known)}; allowed: "
                         f"{', '.join(top)}, or TABLE.KEY for a key of [train], [speed], "
                         "[memory] or [lookback] (e.g. train.steps)") from None
     if tail:
@@ -652,7 +664,7 @@ class _Plan:
     def _phase(self, value: Any) -> str:
         if value not in KINDS:
             raise SpecError(f"{self.where}: unknown kind {value!r}"
-                            f"{_hint(str(value), KINDS)}; allowed: {', '.join(KINDS)}")
+                            f"{did_you_mean(str(value), KINDS)}; allowed: {', '.join(KINDS)}")
         return value
 
     def _axis(self, axis: str, value: Any, where: str) -> list:
@@ -677,7 +689,7 @@ class _Plan:
             return v
         if axis == "dtype":
             if v not in DTYPES:
-                raise SpecError(f"{where}: dtype {v!r}{_hint(str(v), DTYPES)} is not "
+                raise SpecError(f"{where}: dtype {v!r}{did_you_mean(str(v), DTYPES)} is not "
                                 f"allowed; use one of {', '.join(DTYPES)}")
             return v
         raise KeyError(axis)
@@ -706,7 +718,7 @@ class _Plan:
             presets = self.r.task_presets(task)
             if preset not in presets:
                 raise SpecError(f"{where}: task {split_spec(task)[0]!r} has no preset "
-                                f"{preset!r}{_hint(preset, presets)}; its presets: "
+                                f"{preset!r}{did_you_mean(preset, presets)}; its presets: "
                                 f"{', '.join(presets) or 'none'}")
 
     def _check_lookback(self) -> None:
@@ -728,7 +740,7 @@ class _Plan:
             entry, _ = self.r.registry("task").parse(task)
             if s["option"] not in entry.options:
                 raise SpecError(f"{w}: task {entry.name!r} has no option {s['option']!r}"
-                                f"{_hint(s['option'], entry.options)}; its options: "
+                                f"{did_you_mean(s['option'], entry.options)}; its options: "
                                 f"{', '.join(entry.options) or 'none'}")
 
     # -- products

@@ -18,7 +18,6 @@ This module never imports torch.
 
 from __future__ import annotations
 
-import difflib
 import functools
 import os
 import tempfile
@@ -32,7 +31,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from connbench.files import atomic_write
-from connbench.registry import SpecError
+from connbench.registry import SpecError, did_you_mean
 from connbench.results.schema import COLUMN_NAMES, DTYPES
 
 CORRUPT_DIR = "corrupt"
@@ -99,9 +98,8 @@ def coerce(rows: Iterable[Mapping[str, Any]] | pd.DataFrame) -> pd.DataFrame:
     df = rows.copy() if isinstance(rows, pd.DataFrame) else pd.DataFrame(list(rows))
     unknown = [c for c in df.columns if c not in DTYPES]
     if unknown:
-        hints = "".join(
-            f"; {c!r}: did you mean {m[0]!r}?"
-            for c in unknown if (m := difflib.get_close_matches(str(c), COLUMN_NAMES, n=1)))
+        hints = "".join(f"; {c!r}{hint}" for c in unknown
+                        if (hint := did_you_mean(str(c), COLUMN_NAMES)))
         raise StoreError(f"unknown result column(s) {', '.join(map(repr, unknown))}{hints}; "
                          "the columns are listed in connbench.results.schema (add new ones there)")
     out = {}

@@ -34,7 +34,9 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-RowsCallback = Callable[[Any, list[dict]], None]
+from connbench.plan.sweep import Trial
+
+RowsCallback = Callable[[Trial, list[dict]], None]
 
 
 # --------------------------------------------------------------------------- CLI
@@ -63,14 +65,39 @@ def trial_status(rows: list[dict]) -> str:
     return "ok"
 
 
-def skipped_trial(item: Any) -> tuple[Any, str]:
-    """(cell, reason) of an entry of ``Sweep.skipped``."""
-    if isinstance(item, tuple) and len(item) == 2:
-        return item
-    for attr in ("reason", "error", "message"):
-        if hasattr(item, attr) and hasattr(item, "cell"):
-            return item.cell, str(getattr(item, attr))
-    return item, str(getattr(item, "reason", "invalid cell"))
+# --------------------------------------------------------------------------- contract
+def check_structures(trials: Iterable[Trial]) -> None:
+    """Refuse (SpecError) a sweep with a structure that breaks the contract.
+
+    Runs ``connbench.nn.contract.check_structure`` once per structure spec, in the
+    cells the sweep uses it with, at a small size: the size registered with the
+    structure or a multiple of it, else the smallest size the sweep gives it. Cheap
+    (well under a second for the ten shipped structures); it catches a plugin whose
+    fast path disagrees with its ``dense()`` before a single row is recorded.
+    """
+    from connbench.nn.contract import check_structure, contract_size
+    from connbench.nn.structures import check
+    from connbench.registry import SpecError
+
+    uses: dict[str, tuple[set[str], set[int]]] = {}
+    for t in trials:
+        cells, sizes = uses.setdefault(t.structure_spec, (set(), set()))
+        cells.add(t.cell)
+        sizes.add(t.hidden)
+    problems: list[str] = []
+    for spec, (cells, sizes) in uses.items():
+        base = contract_size(spec)
+        for hidden in [base * k for k in (1, 2, 4, 8)] + sorted(sizes)[:1]:
+            try:
+                check(spec, hidden)
+            except SpecError:
+                continue
+            problems += check_structure(spec, hidden, cells=sorted(cells))
+            break
+    if problems:
+        raise SpecError("a structure breaks the contract (its fast path must act as its "
+                        "dense() matrix); fix it before running:\n  - "
+                        + "\n  - ".join(problems))
 
 
 # --------------------------------------------------------------------------- runner
@@ -91,30 +118,28 @@ class Runner:
         self.finished: dict[str, list[dict]] = {}
 
     # cells whose part file exists are skipped unless --force
-    def pending(self, cells: Iterable[Any]) -> list[Any]:
+    def pending(self, cells: Iterable[Trial]) -> list[Trial]:
         cells = list(cells)
         if self.force:
             return cells
         done = done_ids(self.results, self.sweep_name)
-        return [c for c in cells if _trial_id(c) not in done]
+        return [c for c in cells if c.trial_id not in done]
 
-    def run(self, cells: list[Any], skipped: Iterable[Any] = ()) -> Counter[str]:
-        from connbench.measure.trial import error_row, trial_kind
+    def run(self, cells: list[Trial], skipped: Iterable[tuple[Trial, str]] = ()) -> Counter[str]:
+        from connbench.measure.rows import error_row
 
         todo = self.pending(cells)
         if len(cells) > len(todo):
             self.counts["already done"] += len(cells) - len(todo)
         skipped_todo = []
         done = set() if self.force else done_ids(self.results, self.sweep_name)
-        for item in skipped:
-            cell, reason = skipped_trial(item)
-            if _trial_id(cell) in done:
+        for cell, reason in skipped:
+            if cell.trial_id in done:
                 self.counts["already done"] += 1
             else:
                 skipped_todo.append((cell, reason))
         for cell, reason in skipped_todo:
-            self._record(cell, [error_row(cell, self.sweep_name, trial_kind(cell), "skipped",
-                                          reason)])
+            self._record(cell, [error_row(cell, self.sweep_name, cell.kind, "skipped", reason)])
         if not todo:
             return self.counts
         bar = _progress(len(todo), self.sweep_name, self.quiet)
@@ -135,11 +160,11 @@ class Runner:
                   "rerun the same command to finish them", file=sys.stderr)
         return self.counts
 
-    def _record(self, cell: Any, rows: list[dict]) -> None:
-        from connbench.measure.trial import error_row
+    def _record(self, cell: Trial, rows: list[dict]) -> None:
+        from connbench.measure.rows import error_row
         from connbench.results.store import StoreError
 
-        cid = _trial_id(cell)
+        cid = cell.trial_id
         try:
             write_rows(self.results, self.sweep_name, cid, rows)
         except StoreError as exc:  # a measurement bug must not stop the sweep either
@@ -151,17 +176,11 @@ class Runner:
         self.counts[trial_status(rows)] += 1
 
     def _callback(self, bar) -> RowsCallback:
-        def on_rows(cell: Any, rows: list[dict]) -> None:
+        def on_rows(cell: Trial, rows: list[dict]) -> None:
             self._record(cell, rows)
             bar.update(1)
 
         return on_rows
-
-
-def _trial_id(cell: Any) -> str:
-    if isinstance(cell, dict):
-        return str(cell["trial_id"])
-    return str(cell.trial_id)
 
 
 class _NoBar:
@@ -178,18 +197,18 @@ def _progress(total: int, desc: str, quiet: bool):
     return tqdm(total=total, desc=desc, unit="cell", dynamic_ncols=True, file=sys.stderr)
 
 
-def _on_start(bar) -> Callable[[Any], None]:
+def _on_start(bar) -> Callable[[Trial], None]:
     from connbench.measure.trial import describe
 
-    def on_start(cell: Any) -> None:
+    def on_start(cell: Trial) -> None:
         bar.set_postfix_str(describe(cell)[:70])
 
     return on_start
 
 
 # --------------------------------------------------------------------------- local executor
-def run_local(cells: list[Any], sweep_name: str, on_rows: RowsCallback, *, workers: int = 1,
-              on_start: Callable[[Any], None] = lambda c: None) -> list[Any]:
+def run_local(cells: list[Trial], sweep_name: str, on_rows: RowsCallback, *, workers: int = 1,
+              on_start: Callable[[Trial], None] = lambda c: None) -> list[Trial]:
     """Speed/memory cells alone and in order, then train cells (in-process or a pool).
 
     Returns the cells that did not finish (a pool worker died), which were not recorded.
@@ -209,7 +228,7 @@ def run_local(cells: list[Any], sweep_name: str, on_rows: RowsCallback, *, worke
     return _run_pool(train, sweep_name, on_rows, workers, on_start)
 
 
-def _pool_measure(cell: Any, sweep_name: str, threads: int) -> list[dict]:
+def _pool_measure(cell: Trial, sweep_name: str, threads: int) -> list[dict]:
     from connbench.measure.trial import measure_trial
 
     return measure_trial(cell, sweep_name, threads=threads)
@@ -222,8 +241,13 @@ def _run_pool(cells, sweep_name, on_rows, workers, on_start) -> list[Any]:
 
     threads = max(1, (os.cpu_count() or 1) // workers)
     lost = []
-    # spawn, not fork: a forked child of a process that already ran OpenMP can hang
-    with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn")) as pool:
+    from connbench import plugins
+
+    # spawn, not fork: a forked child of a process that already ran OpenMP can hang.
+    # A spawned worker is a fresh interpreter: it loads the run's plugins (exported in
+    # CONNBENCH_PLUGINS) before its first trial.
+    with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"),
+                             initializer=plugins.load) as pool:
         futures = {pool.submit(_pool_measure, c, sweep_name, threads): c for c in cells}
         for fut in as_completed(futures):
             cell = futures[fut]
@@ -250,15 +274,14 @@ def run_lookback(runner: Runner, sweep: Any, spec: Any) -> Counter[str]:
     store instead of training them again. Speed and memory cells of the sweep run as
     a normal grid first.
     """
-    from connbench.measure.trial import trial_kind
     from connbench.plan.sweep import with_task_option
     from connbench.registry import split_spec
 
     cfg = _lookback_config(spec)
-    others = [c for c in sweep.trials if trial_kind(c) != "train"]
+    others = [c for c in sweep.trials if c.kind != "train"]
     if others:
         runner.run(others, getattr(sweep, "skipped", []) or [])
-    groups = [c for c in sweep.trials if trial_kind(c) == "train"]
+    groups = [c for c in sweep.trials if c.kind == "train"]
     resolver = getattr(sweep, "resolver", None)
     bar = _progress(len(groups), f"{sweep.name} (lookback)", runner.quiet)
     runner.quiet, quiet = True, runner.quiet  # one bar for the search, not one per length
@@ -317,8 +340,8 @@ def _search(solved_at: Callable[[int], bool], start: int, maximum: int,
     return lo
 
 
-def _run_or_load(runner: Runner, cell: Any) -> list[dict]:
-    cid = _trial_id(cell)
+def _run_or_load(runner: Runner, cell: Trial) -> list[dict]:
+    cid = cell.trial_id
     if cid in runner.finished:
         return runner.finished[cid]
     if not runner.force:
