@@ -7,15 +7,18 @@ import sys
 
 import torch
 
+from connbench.cli.args import finite_positive_float, positive_int
 from connbench.perf.kernels import DEFAULT_SPECS, format_table, measure
 
 
 def add_arguments(p):
-    p.add_argument("--hidden", type=int, default=512)
-    p.add_argument("--batch", type=int, default=32)
-    p.add_argument("--steps", type=int, default=100, help="sequence length T")
-    p.add_argument("--threads", type=int, default=None, help="torch threads (default: all)")
-    p.add_argument("--min-run-time", type=float, default=1.0, help="seconds per measurement")
+    p.add_argument("--hidden", type=positive_int, default=512)
+    p.add_argument("--batch", type=positive_int, default=32)
+    p.add_argument("--steps", type=positive_int, default=100, help="sequence length T")
+    p.add_argument("--threads", type=positive_int, default=None,
+                   help="torch threads (default: all)")
+    p.add_argument("--min-run-time", type=finite_positive_float, default=1.0,
+                   help="seconds per measurement")
     p.add_argument("--structure", "--connectivity", dest="structure", action="append", metavar="SPEC",
                    help="structures to time (repeatable; default: all ten)")
     p.add_argument("--json", action="store_true", help="print one JSON array")

@@ -38,6 +38,7 @@ from dataclasses import asdict, is_dataclass
 from datetime import datetime, timezone
 from typing import Any
 
+from connbench.procs import die_with_parent
 from connbench.results.schema import COLUMN_NAMES, MEMORY_METRIC, SPEED_METRIC
 
 EXCLUSIVE_KINDS = ("speed", "memory")  # kinds of work that need the machine to themselves
@@ -419,6 +420,7 @@ def _memory_in_fresh_process(cfg: dict) -> dict[str, Any]:
         text=True,
         env=env,
         timeout=MEMORY_TIMEOUT_S,
+        preexec_fn=die_with_parent,  # a SIGKILLed driver leaves no measuring orphan
     )
     if proc.returncode != 0:
         tail = (proc.stderr or proc.stdout).strip().splitlines()
