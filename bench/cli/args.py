@@ -39,6 +39,19 @@ def positive_int(text: str) -> int:
     return value
 
 
+def thread_count(text: str) -> int:
+    """A torch thread count: 1 to 4 per core of this machine."""
+    import os
+
+    value = positive_int(text)
+    limit = 4 * (os.cpu_count() or 1)
+    if value > limit:
+        raise argparse.ArgumentTypeError(
+            f"{value} is more threads than this machine can use; allowed: 1 to {limit} "
+            f"(4 per core, {os.cpu_count()} cores)")
+    return value
+
+
 def non_negative_int(text: str) -> int:
     """An integer >= 0 (seeds)."""
     value = _int(text)

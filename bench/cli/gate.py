@@ -52,7 +52,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def main(args: argparse.Namespace) -> int:
     try:
-        gate = load(args.thresholds)
+        try:
+            gate = load(args.thresholds)
+        except UnicodeDecodeError:
+            raise SpecError(f"thresholds file {args.thresholds!r} is not UTF-8 text; "
+                            "it is a TOML file") from None
         slow = slow_names(args.slow)
         if args.rounds is not None and args.rounds < 1:
             raise SpecError(f"--rounds={args.rounds} must be at least 1")

@@ -62,6 +62,7 @@ def main(args: argparse.Namespace) -> int:
         from connbench.plan import resources
 
         resources.check_devices(c.device for c in cells)
+        resources.check_threads(cells)
         resources.check_memory(cells, sweep.resolver)
     results = Path(args.results)
     target = store.check_writable(results, sweep.name)

@@ -10,6 +10,7 @@ from connbench.cli.args import (
     finite_positive_float,
     non_negative_int,
     positive_int,
+    thread_count,
 )
 from connbench.measure.training import TrainResult, train
 
@@ -37,7 +38,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--seed", type=non_negative_int, default=0, help="seed (default 0)")
     parser.add_argument("--max-time", type=finite_positive_float, default=None,
                         help="wall-clock budget, seconds")
-    parser.add_argument("--threads", type=positive_int, default=None, help="torch intra-op threads")
+    parser.add_argument("--threads", type=thread_count, default=None, help="torch intra-op threads")
     parser.add_argument(
         "--no-early-stop", action="store_true", help="train all steps even once solved"
     )

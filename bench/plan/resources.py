@@ -16,6 +16,7 @@ whether a device exists.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable
 from typing import Any
 
@@ -94,6 +95,22 @@ def check_memory(trials: Iterable[Any], resolver: Any, available: int | None = N
     if len(worst) > 10:
         lines.append(f"  - ... and {len(worst) - 10} more")
     raise SpecError("\n".join(lines))
+
+
+def max_threads() -> int:
+    """The most torch threads a trial may ask for: 4 per core (far beyond that, torch
+    itself crashes; beyond the cores, timings measure contention)."""
+    return 4 * (os.cpu_count() or 1)
+
+
+def check_threads(trials: Iterable[Any]) -> None:
+    """Refuse a ``threads`` option above :func:`max_threads`."""
+    limit = max_threads()
+    for t in trials:
+        n = t.option("threads")
+        if n is not None and n > limit:
+            raise SpecError(f"[{t.kind}] threads={n} is more than this machine can use; "
+                            f"allowed: 1 to {limit} (4 per core, {os.cpu_count()} cores)")
 
 
 def check_devices(devices: Iterable[str]) -> None:
