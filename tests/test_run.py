@@ -105,7 +105,8 @@ def test_force_redoes_every_cell(smoke, smoke_cells, tmp_path, monkeypatch):
         return [measure.error_row(cell, sweep, "train", "failed", "redone")]
 
     monkeypatch.setattr(measure, "measure_trial", fake)
-    assert run("smoke", "--results", str(tmp_path / "r"), "--quiet", "--force", *FAST) == 0
+    # every trial failed: the run says so in its exit status
+    assert run("smoke", "--results", str(tmp_path / "r"), "--quiet", "--force", *FAST) == 1
     assert sorted(seen) == sorted(c.trial_id for c in smoke_cells)
     df = store.load(tmp_path / "r", "smoke")
     assert (df["error"] == "redone").all() and df["trial_id"].is_unique
@@ -166,7 +167,7 @@ def test_failed_cell_is_recorded_and_the_sweep_goes_on(tmp_path, monkeypatch):
         return real(cell, sweep_name, **kw)
 
     monkeypatch.setitem(measure.MEASURES, "train", flaky)
-    assert run(str(sweep), "--results", str(tmp_path / "r"), "--quiet") == 0
+    assert run(str(sweep), "--results", str(tmp_path / "r"), "--quiet") == 1
     df = store.load(tmp_path / "r", "mini")
     bad = df[df["structure"] == "diagonal"]
     assert len(bad) == 1 and bad["status"].iloc[0] == "failed"
@@ -329,7 +330,7 @@ def test_rows_the_store_rejects_become_a_failed_row(tmp_path, monkeypatch):
         return [row]
 
     monkeypatch.setitem(measure.MEASURES, "train", bad_rows)
-    assert run(str(sweep), "--results", str(tmp_path / "r"), "--quiet") == 0
+    assert run(str(sweep), "--results", str(tmp_path / "r"), "--quiet") == 1
     df = store.load(tmp_path / "r", "mini")
     assert list(df["status"]) == ["failed"]
     assert df["error"].iloc[0].startswith("rows could not be stored")

@@ -184,7 +184,9 @@ def test_read_cell(tmp_path):
 def test_old_parts_with_fewer_or_retired_columns_still_load(tmp_path):
     d = tmp_path / "s"
     d.mkdir()
-    pd.DataFrame({"trial_id": ["old"], "hidden": [8], "retired": ["x"]}).to_parquet(
+    # the required columns, but none of the others (pass, samples ...) and a retired one
+    pd.DataFrame({"trial_id": ["old"], "kind": ["speed"], "status": ["ok"], "metric": ["m"],
+                  "value": [1.0], "hidden": [8], "retired": ["x"]}).to_parquet(
         d / "old.parquet")
     df = store.load(tmp_path, "s")
     assert list(df.columns) == COLUMN_NAMES and df.hidden.tolist() == [8]

@@ -9,7 +9,9 @@ plugin before the command's module is even imported (see ``connbench.plugins``).
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
+import os
 import sys
 
 from connbench.registry import SpecError
@@ -32,10 +34,17 @@ def _add_plugin_option(parser: argparse.ArgumentParser) -> None:
                         "(repeatable; also CONNBENCH_PLUGINS and entry points)")
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line: ``connbench CMD: error: ...``."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message}; see `{self.prog} --help`\n")
+
+
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     """The parser; only ``command``'s module is imported (a broken or slow module
     cannot break the other commands)."""
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="connbench",
         description="Does an RNN need full hidden-to-hidden structure? Measure it.",
     )
@@ -64,7 +73,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     command = next((a for a in rest if not a.startswith("-")), None)
     parser = build_parser(command if command in COMMANDS else None)
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help, or a bad argument already printed in one line
+        return exc.code if isinstance(exc.code, int) else 2
     if not args.command:
         parser.print_help()
         return 2
@@ -76,6 +88,31 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        return _broken_pipe()
+    except OSError as exc:  # disk full, unwritable or missing paths: one line, no traceback
+        print(f"connbench {args.command}: error: {os_error_line(exc)}", file=sys.stderr)
+        return 2
+
+
+def os_error_line(exc: OSError) -> str:
+    """``reason: path`` of a resource error, plus how to go on where it matters."""
+    where = f": {exc.filename}" if exc.filename else ""
+    line = f"{exc.strerror or exc}{where}"
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        line += "; free some space and rerun the same command (finished work is kept)"
+    return line
+
+
+def _broken_pipe() -> int:
+    # `connbench list | head -1`: the reader left; say nothing. Point stdout at devnull
+    # so that the interpreter's final flush does not raise again.
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
+    return 141  # 128 + SIGPIPE, what a shell reports for a command killed by the pipe
 
 
 if __name__ == "__main__":

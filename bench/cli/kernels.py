@@ -7,15 +7,18 @@ import sys
 
 import torch
 
+from connbench.cli.args import finite_positive_float, positive_int, thread_count
 from connbench.perf.kernels import DEFAULT_SPECS, format_table, measure
 
 
 def add_arguments(p):
-    p.add_argument("--hidden", type=int, default=512)
-    p.add_argument("--batch", type=int, default=32)
-    p.add_argument("--steps", type=int, default=100, help="sequence length T")
-    p.add_argument("--threads", type=int, default=None, help="torch threads (default: all)")
-    p.add_argument("--min-run-time", type=float, default=1.0, help="seconds per measurement")
+    p.add_argument("--hidden", type=positive_int, default=512)
+    p.add_argument("--batch", type=positive_int, default=32)
+    p.add_argument("--steps", type=positive_int, default=100, help="sequence length T")
+    p.add_argument("--threads", type=thread_count, default=None,
+                   help="torch threads (default: all)")
+    p.add_argument("--min-run-time", type=finite_positive_float, default=1.0,
+                   help="seconds per measurement")
     p.add_argument("--structure", "--connectivity", dest="structure", action="append", metavar="SPEC",
                    help="structures to time (repeatable; default: all ten)")
     p.add_argument("--json", action="store_true", help="print one JSON array")
@@ -27,6 +30,7 @@ def main(args) -> int:
     specs = args.structure or DEFAULT_SPECS
     for s in specs:
         structures.check(s, args.hidden)
+    _check_memory(args)
     if "full" not in specs:
         specs = ["full", *specs]
     threads = args.threads or torch.get_num_threads()
@@ -38,3 +42,18 @@ def main(args) -> int:
               f"torch {torch.__version__}", file=sys.stderr)
         print(format_table(rows))
     return 0
+
+
+def _check_memory(args) -> None:
+    """Refuse sizes that cannot fit before allocating them (the estimate in the message)."""
+    from connbench.plan import resources
+    from connbench.registry import SpecError
+
+    need = resources.estimate_bytes(hidden=args.hidden, layers=1, gates=1, inputs=args.hidden,
+                                    outputs=0, seq_len=args.steps, batch=args.batch,
+                                    train=False)
+    available = resources.available_memory()
+    if available and need > available:
+        raise SpecError(f"--hidden {args.hidden} --batch {args.batch} --steps {args.steps} "
+                        f"need about {resources.human(need)} (estimate), more than the "
+                        f"{resources.human(available)} available")

@@ -22,6 +22,7 @@ from typing import Any
 from connbench.measure.rows import ACCOUNTING, base_row
 from connbench.measure.workload import build, threads_for
 from connbench.plan.sweep import Trial
+from connbench.procs import die_with_parent
 from connbench.results.schema import MEMORY_METRIC
 
 MEMORY_TIMEOUT_S = 900
@@ -109,6 +110,7 @@ def _in_fresh_process(trial: Trial, threads: int) -> dict[str, Any]:
         [sys.executable, "-m", "connbench.measure.memory"],
         input=json.dumps({"trial": trial.to_dict(), "threads": threads}),
         capture_output=True, text=True, timeout=MEMORY_TIMEOUT_S,
+        preexec_fn=die_with_parent,  # a SIGKILLed driver leaves no measuring orphan
     )
     if proc.returncode != 0:
         tail = (proc.stderr or proc.stdout).strip().splitlines()

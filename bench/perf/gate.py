@@ -36,8 +36,7 @@ from pathlib import Path
 
 import torch
 
-from connbench.nn import cells
-from connbench.nn import structures
+from connbench.nn import cells, structures
 from connbench.perf.kernels import TORCH_RNN, layer_callables
 from connbench.perf.timing import interleaved
 from connbench.registry import SpecError

@@ -81,6 +81,7 @@ import dataclasses
 import hashlib
 import itertools
 import json
+import math
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -360,8 +361,15 @@ def shipped_sweeps() -> list[str]:
 def sweep_path(name_or_path: str | Path) -> Path:
     """A shipped sweep name or a path to a TOML file, as a path that exists."""
     text = str(name_or_path)
+    if not text.strip():
+        raise SpecError("an empty sweep name; give a shipped sweep name or a .toml path")
     path = Path(text)
-    if path.suffix == ".toml" or "/" in text or path.exists():
+    # A shipped name wins over a folder of the same name in the working directory;
+    # a .toml name, a path with a slash or an existing file is a path.
+    if path.suffix == ".toml" or "/" in text or path.is_file():
+        if path.is_dir():
+            raise SpecError(f"sweep file {text!r} is a directory; give the path of a "
+                            ".toml file inside it")
         if not path.is_file():
             raise SpecError(f"sweep file {text!r} does not exist")
         return path
@@ -462,9 +470,15 @@ def load_sweep(name_or_path: str | Path, overrides: Iterable[str] = (),
     """
     path = sweep_path(name_or_path)
     try:
-        raw = tomllib.loads(path.read_text())
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
     except tomllib.TOMLDecodeError as exc:
         raise SpecError(f"{path}: malformed TOML: {exc}") from None
+    except UnicodeDecodeError as exc:
+        raise SpecError(f"{path}: not a UTF-8 text file (byte {exc.start}); a sweep file "
+                        "is TOML text") from None
+    except OSError as exc:
+        raise SpecError(f"sweep file {str(path)!r} cannot be read "
+                        f"({exc.strerror or exc})") from None
     return expand(raw, name=path.stem, path=path, overrides=overrides,
                   skip_invalid=skip_invalid, resolver=resolver)
 
@@ -599,8 +613,12 @@ def _check_option(name: str, typ: type, value: Any, where: str) -> Any:
         value = float(value)
     if isinstance(value, bool) or not isinstance(value, typ):
         raise SpecError(f"{where}: {name}={value!r} must be a {typ.__name__}")
+    if typ is float and not math.isfinite(value):
+        raise SpecError(f"{where}: {name}={value!r} must be a finite positive number")
     if typ in (int, float) and value <= 0:
         raise SpecError(f"{where}: {name}={value!r} must be positive")
+    if typ is str and not value.strip():
+        raise SpecError(f"{where}: {name} is empty; give a name")
     return value
 
 

@@ -25,11 +25,12 @@ def sweep_name(sweep: str) -> str:
 
 def render_report(df, sweep: str, out_dir: str, dpi: int | None = None,
                   matrices: bool = True, butterfly_check=None,
-                  catalogue: dict | None = None) -> Path:
+                  catalogue: dict | None = None, preface: list[str] | None = None) -> Path:
     """Write REPORT.md and the figures for a results frame; return the REPORT.md path.
 
     ``catalogue`` is the results' catalogue (``connbench.results.catalogue.read``):
-    structure order and styles, task sizes.
+    structure order and styles, task sizes. ``preface``: Markdown lines put right under
+    the title (what is missing, see ``connbench.report.completeness``).
     """
     from connbench.report import data as D
     from connbench.report.claims import all_claims
@@ -61,6 +62,10 @@ def render_report(df, sweep: str, out_dir: str, dpi: int | None = None,
         butterfly_check = (None, ["structural check not run (--no-matrices)"])
     claims = all_claims(df, butterfly_check)
     text = render(df, sweep, results, claims)
+    if preface:
+        from connbench.report.completeness import with_preface
+
+        text = with_preface(text, preface)
     report = root / "REPORT.md"
     html = to_html(text, f"connbench report: {sweep}")
     for path, content in ((report, text), (root / "REPORT.html", html)):

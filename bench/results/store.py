@@ -7,8 +7,11 @@ Layout::
 
 A part is written to a temporary file in the same directory, flushed and fsync'ed,
 then renamed over its final name (``os.replace``), so a crash leaves either the old
-state or the whole new file, never half a file. A cell is *done* when its part
-exists and is readable; a rerun skips done cells and ``--force`` rewrites them.
+state or the whole new file, never half a file. A trial is *done* when its part
+exists, is readable, has the :data:`REQUIRED` columns and records no ``failed`` row:
+a failure (out of memory, a crash) is retried by a plain rerun, while ``diverged``
+and ``skipped`` are results and stay. ``--force`` rewrites done trials too. A part
+that is unreadable or lacks a required column is moved to ``corrupt/`` and rerun.
 Temporary files of a killed writer (``.*.tmp``) are ignored and may be deleted.
 
 Rows are validated against :data:`connbench.results.schema.COLUMNS` on write (unknown columns are
@@ -35,6 +38,9 @@ from connbench.registry import SpecError, did_you_mean
 from connbench.results.schema import COLUMN_NAMES, DTYPES
 
 CORRUPT_DIR = "corrupt"
+# Columns without which a part cannot be reported or judged done. Other columns may be
+# missing (parts written before the schema grew) and read as NA.
+REQUIRED = ("trial_id", "kind", "status", "metric", "value")
 
 _ARROW = {"string": pa.string(), "Int64": pa.int64(), "float64": pa.float64(),
           "boolean": pa.bool_()}
@@ -223,15 +229,20 @@ def _parts(results_dir: str | Path, sweep: str) -> list[Path]:
 def _quarantine(path: Path, exc: Exception) -> None:
     """Move an unreadable part aside so that its cell counts as not done."""
     dest_dir = path.parent / CORRUPT_DIR
-    dest_dir.mkdir(exist_ok=True)
     dest = dest_dir / path.name
     n = 1
     while dest.exists():
         dest = dest_dir / f"{path.stem}.{n}{path.suffix}"
         n += 1
     try:
+        dest_dir.mkdir(exist_ok=True)
         os.replace(path, dest)
     except FileNotFoundError:  # another reader moved it first
+        return
+    except OSError as err:  # a read-only results directory: leave it, skip it
+        warnings.warn(f"unreadable result file {path} ({type(exc).__name__}: {exc}) is "
+                      f"skipped; it could not be moved aside ({err.strerror or err})",
+                      RuntimeWarning, stacklevel=3)
         return
     warnings.warn(f"unreadable result file {path} ({type(exc).__name__}: {exc}) moved to "
                   f"{dest}; its cell will run again", RuntimeWarning, stacklevel=3)
@@ -240,8 +251,9 @@ def _quarantine(path: Path, exc: Exception) -> None:
 def _read_part(path: Path) -> pa.Table | None:
     try:
         table = pq.read_table(path)
-        if table.num_rows == 0 or "trial_id" not in table.column_names:
-            raise ValueError("no rows or no trial_id column")
+        if table.num_rows == 0:
+            raise ValueError("part file has no rows")
+        _check_required(table.column_names)
         return table
     except FileNotFoundError:
         return None
@@ -250,25 +262,43 @@ def _read_part(path: Path) -> pa.Table | None:
         return None
 
 
-def done_ids(results_dir: str | Path, sweep: str) -> set[str]:
-    """Ids of the cells whose part file exists and is readable.
+def _check_required(columns: Iterable[str]) -> None:
+    missing = [c for c in REQUIRED if c not in set(columns)]
+    if missing:
+        raise ValueError(f"part file lacks required column(s) {', '.join(missing)}")
 
-    Only the parquet footer is read; an unreadable file is moved to ``corrupt/`` with
-    a warning and its cell is not counted, so it runs again.
+
+def part_statuses(results_dir: str | Path, sweep: str) -> dict[str, set[str]]:
+    """trial_id -> the statuses its part records, for every valid part of a sweep.
+
+    Only the footer and the ``status`` column are read. A part that is unreadable,
+    empty or lacks a :data:`REQUIRED` column is moved to ``corrupt/`` with a warning
+    and left out, so its trial runs again.
     """
-    done = set()
+    out: dict[str, set[str]] = {}
     for path in _parts(results_dir, sweep):
         try:
             meta = pq.read_metadata(path)
             if meta.num_rows == 0:
                 raise ValueError("part file has no rows")
+            _check_required(meta.schema.to_arrow_schema().names)
+            status = pq.read_table(path, columns=["status"]).column("status")
+            out[path.stem] = {str(s) for s in status.to_pylist()}
         except FileNotFoundError:
             continue
         except Exception as exc:  # noqa: BLE001
             _quarantine(path, exc)
-            continue
-        done.add(path.stem)
-    return done
+    return out
+
+
+def done_ids(results_dir: str | Path, sweep: str) -> set[str]:
+    """Ids of the finished trials: a valid part that records no ``failed`` row.
+
+    A failed trial is not done (a rerun retries it); ``diverged`` and ``skipped`` are
+    results. Invalid parts are moved aside (see :func:`part_statuses`).
+    """
+    return {tid for tid, statuses in part_statuses(results_dir, sweep).items()
+            if "failed" not in statuses}
 
 
 def _conform(table: pa.Table) -> pa.Table:

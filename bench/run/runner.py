@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from connbench.plan.sweep import Trial
+from connbench.procs import die_with_parent
 
 RowsCallback = Callable[[Trial, list[dict]], None]
 
@@ -117,7 +118,7 @@ class Runner:
         self.counts: Counter[str] = Counter()
         self.finished: dict[str, list[dict]] = {}
 
-    # cells whose part file exists are skipped unless --force
+    # finished trials are skipped unless --force; failed ones are not finished
     def pending(self, cells: Iterable[Trial]) -> list[Trial]:
         cells = list(cells)
         if self.force:
@@ -234,30 +235,42 @@ def _pool_measure(cell: Trial, sweep_name: str, threads: int) -> list[dict]:
     return measure_trial(cell, sweep_name, threads=threads)
 
 
+def _worker_init() -> None:
+    from connbench import plugins
+
+    die_with_parent()
+    plugins.load()
+
+
 def _run_pool(cells, sweep_name, on_rows, workers, on_start) -> list[Any]:
     import multiprocessing as mp
     from concurrent.futures import ProcessPoolExecutor, as_completed
     from concurrent.futures.process import BrokenProcessPool
 
+
     threads = max(1, (os.cpu_count() or 1) // workers)
     lost = []
-    from connbench import plugins
-
     # spawn, not fork: a forked child of a process that already ran OpenMP can hang.
     # A spawned worker is a fresh interpreter: it loads the run's plugins (exported in
-    # CONNBENCH_PLUGINS) before its first trial.
+    # CONNBENCH_PLUGINS) before its first trial, and dies with the driver (a SIGKILLed
+    # driver leaves no training orphans).
     with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"),
-                             initializer=plugins.load) as pool:
+                             initializer=_worker_init) as pool:
         futures = {pool.submit(_pool_measure, c, sweep_name, threads): c for c in cells}
-        for fut in as_completed(futures):
-            cell = futures[fut]
-            try:
-                rows = fut.result()
-            except BrokenProcessPool:
-                lost.append(cell)
-                continue
-            on_start(cell)
-            on_rows(cell, rows)
+        try:
+            for fut in as_completed(futures):
+                cell = futures[fut]
+                try:
+                    rows = fut.result()
+                except BrokenProcessPool:
+                    lost.append(cell)
+                    continue
+                on_start(cell)
+                on_rows(cell, rows)
+        except BaseException:
+            # The rows can no longer be written (a full disk, Ctrl-C): start nothing new.
+            pool.shutdown(wait=False, cancel_futures=True)
+            raise
     return lost
 
 
@@ -358,9 +371,9 @@ def _load_trial(results: Path, sweep_name: str, trial_id: str) -> list[dict]:
     from connbench.results import store
 
     if trial_id not in done_ids(results, sweep_name):
-        return []
-    df = store.load(results, sweep_name)
-    return df[df["trial_id"] == trial_id].to_dict("records")
+        return []  # not there, or failed: train it (again)
+    df = store.read_trial(results, sweep_name, trial_id)
+    return [] if df is None else df.to_dict("records")
 
 
 def _solved(rows: list[dict]) -> bool:
