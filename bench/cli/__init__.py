@@ -11,6 +11,7 @@ import argparse
 import importlib
 import sys
 
+import connbench
 from connbench.registry import SpecError
 
 # command -> (module, help)
@@ -21,6 +22,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "run": ("connbench.cli.run", "run a sweep into the results store"),
     "report": ("connbench.cli.report", "render figures and REPORT.md from the results store"),
     "gate": ("connbench.cli.gate", "the CI timing gate: speed ratios against thresholds"),
+    "compare": ("connbench.cli.compare", "compare two result sets trial by trial (before/after)"),
 }
 
 
@@ -31,6 +33,8 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
         prog="connbench",
         description="Does an RNN need full hidden-to-hidden structure? Measure it.",
     )
+    parser.add_argument("--version", action="version",
+                        version=f"connbench {connbench.__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, (module, help_) in COMMANDS.items():
         p = sub.add_parser(name, help=help_, description=help_)

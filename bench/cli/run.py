@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import json
+import re
 import sys
 import time
 from pathlib import Path
@@ -31,6 +33,27 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quiet", action="store_true", help="no progress bar or summary")
     parser.add_argument("--skip-invalid", action="store_true",
                         help="record impossible cells as skipped instead of refusing the sweep")
+    parser.add_argument("--label", default=None, metavar="NAME",
+                        help="keep this run apart: rows go to DIR/<sweep>@NAME/ (e.g. "
+                        "--label before, then --label after, then connbench compare)")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="print the expanded trials, counts per kind and a time "
+                        "estimate; run and write nothing")
+    parser.add_argument("--json", action="store_true",
+                        help="print the final summary (or the dry run) as one JSON object")
+
+
+LABEL_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+
+
+def results_name(sweep: str, label: str | None) -> str:
+    """The results folder (and ``sweep`` column) of a run: ``sweep`` or ``sweep@label``."""
+    if label is None:
+        return sweep
+    if not LABEL_RE.match(label):
+        raise SpecError(f"--label {label!r}: use letters, digits, '.', '_' or '-' "
+                        "(it becomes part of a folder name)")
+    return f"{sweep}@{label}"
 
 
 def main(args: argparse.Namespace) -> int:
@@ -47,6 +70,7 @@ def main(args: argparse.Namespace) -> int:
 
     from connbench.plan.sweep import load_sweep
     from connbench.results import store
+    from connbench.results.manifest import manifest, write_manifest
 
     sweep = load_sweep(args.sweep, overrides=tuple(args.overrides),
                        skip_invalid=args.skip_invalid)
@@ -54,11 +78,16 @@ def main(args: argparse.Namespace) -> int:
     skipped = list(getattr(sweep, "skipped", []) or [])
     if not cells and not skipped:
         raise SpecError(f"sweep {sweep.name!r} has no cells; check its axes and excludes")
+    name = results_name(sweep.name, args.label)
+    if args.dry_run:
+        return _dry_run(sweep, args)
     results = Path(args.results)
-    store.check_writable(results, sweep.name)
+    store.check_writable(results, name)
+    write_manifest(store.sweep_dir(results, name),
+                   manifest(sweep, overrides=args.overrides, label=args.label))
     runner = Runner(
         results=results,
-        sweep_name=sweep.name,
+        sweep_name=name,
         executor=args.executor,
         workers=args.workers,
         address=args.address,
@@ -71,8 +100,35 @@ def main(args: argparse.Namespace) -> int:
         counts = run_lookback(runner, sweep, lookback)
     else:
         counts = runner.run(cells, skipped)
-    if not args.quiet:
+    elapsed = time.perf_counter() - t0
+    code = 1 if counts.get("lost") else 0
+    if args.json:
+        print(json.dumps({"sweep": sweep.name, "label": args.label,
+                          "results": str(results / name), "counts": dict(counts),
+                          "seconds": round(elapsed, 1), "exit": code}))
+    elif not args.quiet:
         summary = ", ".join(f"{n} {s}" for s, n in sorted(counts.items()) if n) or "nothing"
-        print(f"connbench run {sweep.name}: {summary} in {time.perf_counter() - t0:.0f} s "
-              f"-> {results / sweep.name}", file=sys.stderr)
-    return 1 if counts.get("lost") else 0
+        print(f"connbench run {name}: {summary} in {elapsed:.0f} s -> {results / name}",
+              file=sys.stderr)
+    return code
+
+
+def _dry_run(sweep, args: argparse.Namespace) -> int:
+    """The expanded trials, counts per kind and a time estimate; nothing is written."""
+    from connbench.measure.trial import describe
+    from connbench.plan.preview import counts_text, estimate_text, preview
+
+    p = preview(sweep, workers=args.workers)
+    if args.json:
+        print(json.dumps({**p.to_dict(), "workers": args.workers,
+                          "trials_list": [t.to_dict() for t in sweep.trials],
+                          "skipped_list": [dict(t.to_dict(), reason=r)
+                                           for t, r in sweep.skipped]}, default=str))
+        return 0
+    for t in sweep.trials:
+        print(f"{t.trial_id}  {describe(t)}")
+    for t, reason in sweep.skipped:
+        print(f"{t.trial_id}  {describe(t)}  [skipped: {reason}]")
+    print(f"connbench run {sweep.name} --dry-run: {p.total} trials ({counts_text(p)}), "
+          f"{estimate_text(p)} with --workers {args.workers}; nothing run or written")
+    return 0

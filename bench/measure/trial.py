@@ -95,37 +95,13 @@ _ENV_CACHE: dict[str, dict] = {}
 
 
 def environment(device: str = "cpu") -> dict[str, Any]:
-    """Environment columns (from ``connbench.results.environment``), computed once per process and device."""
+    """Environment columns from the one collector (``connbench.results.environment``),
+    computed once per process and device (it never raises)."""
+    from connbench.results.environment import environment as collect
+
     key = "cuda" if str(device).startswith("cuda") else "cpu"
     if key not in _ENV_CACHE:
-        env: dict[str, Any] = {}
-        try:
-            from connbench.results import environment as env_mod
-
-            fn = getattr(env_mod, "environment", None) or getattr(env_mod, "collect", None)
-            if fn is not None:
-                try:
-                    env = dict(fn(device=key))
-                except TypeError:
-                    env = dict(fn())
-        except Exception:  # the environment never fails a cell
-            env = {}
-        if not env:
-            import platform
-            import socket
-
-            import torch
-
-            import connbench
-
-            env = {
-                "torch_version": torch.__version__,
-                "cuda_version": torch.version.cuda or "",
-                "cpu_model": platform.processor() or platform.machine(),
-                "host": socket.gethostname(),
-                "connbench_version": connbench.__version__,
-            }
-        _ENV_CACHE[key] = {k: v for k, v in env.items() if k in COLUMN_NAMES}
+        _ENV_CACHE[key] = {k: v for k, v in collect(key).items() if k in COLUMN_NAMES}
     return dict(_ENV_CACHE[key])
 
 
@@ -157,7 +133,25 @@ def base_row(cell: Any, sweep: str) -> dict[str, Any]:
         status="ok",
         samples=[],
     )
+    row.update(settings_columns(c))
     return row
+
+
+def settings_columns(cfg: dict) -> dict[str, Any]:
+    """The trial's settings as row columns, so that two arms differing only in, say,
+    ``--set train.lr`` stay apart in the rows and not only in their ids. Train rows
+    overwrite these with the values the run used (task defaults, preset), see
+    :func:`measure_train`."""
+    kind = _get(cfg, "kind", default="train")
+    if kind == "train":
+        steps = _get(cfg, "steps", "train_steps")
+        return {"optimizer": _get(cfg, "optimizer"), "lr": _get(cfg, "lr"),
+                "steps_budget": None if steps is None else int(steps),
+                "max_time_s": _get(cfg, "max_time_s"), "preset": _get(cfg, "preset")}
+    if kind == "speed":
+        return {"min_run_time": float(_get(cfg, "min_run_time", default=DEFAULT_MIN_RUN_TIME)),
+                "warmup": int(_get(cfg, "warmup", default=DEFAULT_WARMUP))}
+    return {}
 
 
 def error_row(cell: Any, sweep: str, kind: str, status: str, error: str,
@@ -471,6 +465,9 @@ def measure_train(cell: Any, sweep: str, *, threads: int | None = None) -> list[
     base = base_row(cell, sweep)
     base.update(acct, threads=threads, seq_len=seq_len, batch=batch, cell=result.cell,
                 hidden=int(result.hidden), layers=int(result.layers))
+    base.update(optimizer=conf.get("optimizer"), lr=conf.get("lr"),  # as used, after defaults
+                steps_budget=conf.get("steps"), preset=conf.get("preset"),
+                max_time_s=conf.get("max_time_s"))
 
     rows = []
     metrics = dict(result.metrics or {}) or {primary or "loss": math.nan}

@@ -7,7 +7,7 @@ matplotlib) happen inside ``render_report`` so that ``connbench list`` stays fas
 Layout written::
 
     <out>/<sweep>/REPORT.md
-    <out>/<sweep>/REPORT.html      (the same content for a browser)
+    <out>/<sweep>/REPORT.html      (the same content, one file with the figures inlined)
     <out>/<sweep>/figures/<name>.png
 """
 
@@ -55,7 +55,8 @@ def render_report(df, sweep: str, out_dir: str, dpi: int | None = None,
     text = render(df, sweep, results, claims)
     report = root / "REPORT.md"
     _write_atomic(report, text)
-    _write_atomic(root / "REPORT.html", to_html(text, f"connbench report: {sweep}"))
+    # one self-contained file: the figures are inlined from root/figures
+    _write_atomic(root / "REPORT.html", to_html(text, f"connbench report: {sweep}", root))
     return report
 
 
