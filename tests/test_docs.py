@@ -44,6 +44,18 @@ def test_sweep_sizes_in_running_md(name):
         assert _int(n) == sum(t.kind == kind for t in trials), (cell, kind)
 
 
+def test_seed_counts_in_report_md():
+    from connbench.plan.sweep import load_sweep
+
+    text = (ROOT / "docs" / "report.md").read_text()
+    quoted = {name: int(n) for name, n in re.findall(
+        r"`(\w+)`(?: sweep trains)? (\d+) seeds per arm", text)}
+    assert set(quoted) == {"default", "trask"}  # the sentence is there
+    for name, n in quoted.items():
+        seeds = {t.seed for t in load_sweep(name, skip_invalid=True).trials if t.kind == "train"}
+        assert len(seeds) == n, (name, sorted(seeds))
+
+
 def test_row_counts_quoted_match_the_reference_report():
     rows = re.search(r"Sweep: `default`: ([\d,]+) rows, (\d+) cells", REFERENCE.read_text())
     assert rows, "the reference report's Setup line changed shape"

@@ -88,8 +88,11 @@ def counts_text(p: Preview) -> str:
 
 
 def estimate_text(p: Preview) -> str:
-    """'up to about 12 min' plus a note on the uncapped train trials, if any."""
-    text = f"up to about {duration(p.estimate_s)} (train trials at their time caps)"
+    """'about 2 min', 'up to about 12 min (...)' with train trials, plus a note on the
+    uncapped train trials, if any."""
+    text = f"about {duration(p.estimate_s)}"
+    if p.counts.get("train"):
+        text = f"up to {text} (train trials at their time caps)"
     if p.uncapped_train:
         text += f" + {p.uncapped_train} train trial(s) without max_time_s (not estimated)"
     return text
