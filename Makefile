@@ -10,7 +10,7 @@ RESULTS ?= results
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.connbench-installed
 
-.PHONY: setup test bench report lint perf perf-gate kernels clean
+.PHONY: setup test bench report report-check lint perf perf-gate kernels clean
 
 setup: $(STAMP)
 
@@ -31,6 +31,10 @@ bench: setup
 
 report: setup
 	$(PY) -m connbench report $(SWEEP) --results $(RESULTS)
+
+# the report as a reader sees it: REPORT.html in headless Chromium, screenshot beside it
+report-check: setup
+	$(PY) -m connbench.report.browser reports/$(SWEEP)/REPORT.html reports/$(SWEEP)/REPORT.png
 
 kernels: setup
 	$(PY) -m connbench kernels --hidden 2048 --batch 32 --steps 100 --threads 2

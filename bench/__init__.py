@@ -1,4 +1,4 @@
-"""connbench: does an RNN need full hidden-to-hidden structure?
+"""connbench: does an RNN need full hidden-to-hidden connectivity?
 
 The public API (stable; docs/API.md). Names are imported on first use, so that
 ``import connbench`` (and ``connbench list``'s start) does not pay for torch or pandas

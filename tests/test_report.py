@@ -276,8 +276,8 @@ def test_report_renders_every_figure_and_claim(tmp_path):
     assert "(figures/metric_per_structure.png)" in text
     assert "0123456789abcdef" in text and "2026-01-01T00:00:00Z" in text
     page = (tmp_path / "synth" / "REPORT.html").read_text()
-    assert '<img alt="Speedup vs full" src="figures/speedup_heatmap.png">' in page
-    assert page.count("<table>") == text.count("\n|---") and "<h2>Claims</h2>" in page
+    assert '<img alt="Speedup vs full" src="data:image/png;base64,' in page  # inlined
+    assert page.count("<table>") == text.count("\n|---") and '<h2 id="claims">Claims</h2>' in page
 
 
 def test_missing_figures_are_named_with_their_sweep(tmp_path):

@@ -14,6 +14,7 @@ import importlib
 import os
 import sys
 
+import connbench
 from connbench.registry import SpecError
 
 # command -> (module, help)
@@ -25,6 +26,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "report": ("connbench.cli.report", "render figures and REPORT.md from the results store"),
     "gate": ("connbench.cli.gate", "the CI timing gate: speed ratios against thresholds"),
     "check": ("connbench.cli.check", "check that a structure keeps the contract (plugins too)"),
+    "compare": ("connbench.cli.compare", "compare two result sets trial by trial (before/after)"),
 }
 
 
@@ -46,9 +48,11 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     cannot break the other commands)."""
     parser = _Parser(
         prog="connbench",
-        description="Does an RNN need full hidden-to-hidden structure? Measure it.",
+        description="Does an RNN need full hidden-to-hidden connectivity? Measure it.",
     )
     _add_plugin_option(parser)
+    parser.add_argument("--version", action="version",
+                        version=f"connbench {connbench.__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, (module, help_) in COMMANDS.items():
         p = sub.add_parser(name, help=help_, description=help_)

@@ -16,12 +16,46 @@ def _registries():
     return regs + [("tasks", tasks.REGISTRY)]
 
 
+WHAT = ("structures", "cells", "tasks", "sweeps")
+
+
 def add_arguments(p):
+    p.add_argument("what", nargs="?", choices=WHAT, default=None,
+                   help="list only these (default: structures, cells and tasks)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
 
 
+def sweeps() -> list[dict]:
+    """The shipped sweeps with their descriptions, trial counts and time estimates."""
+    from connbench.plan.preview import preview
+    from connbench.plan.sweep import load_sweep, shipped_sweeps
+
+    return [preview(load_sweep(name, skip_invalid=True)).to_dict() for name in shipped_sweeps()]
+
+
+def _print_sweeps(entries: list[dict]) -> None:
+    from connbench.plan.preview import duration
+
+    print("sweeps (connbench run NAME; --dry-run shows the trials):")
+    for e in entries:
+        kinds = ", ".join(f"{n} {k}" for k, n in e["counts"].items() if n)
+        est = f"up to about {duration(e['estimate_s'])}"
+        if e["uncapped_train"]:
+            est += f" + {e['uncapped_train']} uncapped train"
+        print(f"  {e['sweep']:<10} {e['trials']:>4} trials ({kinds}), {est}")
+        print(f"  {'':<10} {e['description']}")
+
+
 def main(args) -> int:
-    listing = {title: reg.list() for title, reg in _registries()}
+    if args.what == "sweeps":
+        entries = sweeps()
+        if args.json:
+            print(json.dumps({"sweeps": entries}, indent=1))
+        else:
+            _print_sweeps(entries)
+        return 0
+    listing = {title: reg.list() for title, reg in _registries()
+               if args.what in (None, title)}
     if args.json:
         print(json.dumps(listing, indent=1, default=str))
         return 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 
 from connbench.cli.args import bounded_int, non_empty_path
@@ -18,6 +19,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="reports directory; writes DIR/SWEEP/ (default: reports)")
     parser.add_argument("--dpi", type=bounded_int(10, 1200), default=None,
                         help="figure resolution in dots per inch (default: 110)")
+    parser.add_argument("--json", action="store_true",
+                        help="print what was written as one JSON object")
     parser.add_argument("--no-matrices", action="store_true",
                         help="skip figure 7 and the butterfly check (no torch import)")
 
@@ -44,8 +47,15 @@ def main(args: argparse.Namespace) -> int:
     report = render_report(df, sweep, args.out, dpi=args.dpi, matrices=not args.no_matrices,
                            preface=found.markdown(),
                            catalogue=catalogue.read(args.results, sweep))
-    print(f"wrote {report} and {report.parent / 'figures'}/")
+    figures = sorted(str(p) for p in (report.parent / "figures").glob("*.png"))
     note = found.summary()
+    if args.json:
+        print(json.dumps({"sweep": sweep, "rows": len(df), "report": str(report),
+                          "html": str(report.with_suffix(".html")), "figures": figures,
+                          "complete": found.complete, "missing": note or None}))
+    else:
+        print(f"connbench report {sweep}: {len(df):,} rows -> {report}, "
+              f"{report.with_suffix('.html').name} and {len(figures)} figures")
     if note:
         print(f"connbench report {sweep}: {note}", file=sys.stderr)
     return 0 if found.complete else 1

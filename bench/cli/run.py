@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import json
+import re
 import shlex
 import sys
 import time
@@ -37,6 +39,27 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quiet", action="store_true", help="no progress bar or summary")
     parser.add_argument("--skip-invalid", action="store_true",
                         help="record impossible cells as skipped instead of refusing the sweep")
+    parser.add_argument("--label", default=None, metavar="NAME",
+                        help="keep this run apart: rows go to DIR/<sweep>@NAME/ (e.g. "
+                        "--label before, then --label after, then connbench compare)")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="print the expanded trials, counts per kind and a time "
+                        "estimate; run and write nothing")
+    parser.add_argument("--json", action="store_true",
+                        help="print the final summary (or the dry run) as one JSON object")
+
+
+LABEL_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+
+
+def results_name(sweep: str, label: str | None) -> str:
+    """The results folder (and ``sweep`` column) of a run: ``sweep`` or ``sweep@label``."""
+    if label is None:
+        return sweep
+    if not LABEL_RE.match(label):
+        raise SpecError(f"--label {label!r}: use letters, digits, '.', '_' or '-' "
+                        "(it becomes part of a folder name)")
+    return f"{sweep}@{label}"
 
 
 def main(args: argparse.Namespace) -> int:
@@ -51,6 +74,7 @@ def main(args: argparse.Namespace) -> int:
 
     from connbench.plan.sweep import load_sweep
     from connbench.results import catalogue, store
+    from connbench.results.manifest import manifest, write_manifest
     from connbench.run.catalogue import build as build_catalogue
 
     sweep = load_sweep(args.sweep, overrides=tuple(args.overrides),
@@ -58,22 +82,26 @@ def main(args: argparse.Namespace) -> int:
     cells = list(sweep.trials)
     skipped = list(sweep.skipped)
     if not cells and not skipped:
-        raise SpecError(f"sweep {sweep.name!r} has no cells; check its axes and excludes")
+        raise SpecError(f"sweep {sweep.name!r} has no trials; check its axes and excludes")
+    name = results_name(sweep.name, args.label)
     if args.executor == "local":  # a Ray cluster's workers may have what this machine lacks
         from connbench.plan import resources
 
         resources.check_devices(c.device for c in cells)
         resources.check_threads(cells)
         resources.check_memory(cells, sweep.resolver)
+    if args.dry_run:
+        return _dry_run(sweep, args)
     check_structures(cells)
     results = Path(args.results)
-    target = store.check_writable(results, sweep.name)
+    target = store.check_writable(results, name)
     # what the report needs from the registries (styles, task sizes), beside the rows
-    catalogue.write(results, sweep.name, build_catalogue(t.task_spec for t in cells))
+    catalogue.write(results, name, build_catalogue(t.task_spec for t in cells))
+    write_manifest(target, manifest(sweep, overrides=args.overrides, label=args.label))
     from connbench.run.lock import RunLock, waiting_message
 
     with RunLock(target, wait=args.wait, command=_command(args), on_wait=waiting_message):
-        return _run(args, sweep, cells, skipped, results)
+        return _run(args, sweep, name, cells, skipped, results)
 
 
 def _command(args: argparse.Namespace) -> str:
@@ -85,20 +113,23 @@ def _command(args: argparse.Namespace) -> str:
         argv.append("--skip-invalid")
     if args.executor != "local":
         argv += ["--executor", args.executor]
+    if args.label:
+        argv += ["--label", args.label]
     return shlex.join(argv)
 
 
-def _run(args, sweep, cells, skipped, results: Path) -> int:
+def _run(args, sweep, name: str, cells, skipped, results: Path) -> int:
     from connbench.results import expected
-    lookback = getattr(sweep, "lookback", None)
+
+    lookback = sweep.lookback
     search = ["train"] if lookback else []
-    expected.write(results / sweep.name, expected.Expected(
-        sweep.name, _command(args),
+    expected.write(results / name, expected.Expected(
+        name, _command(args),
         [c.trial_id for c in cells if c.kind not in search],
         [trial.trial_id for trial, _ in skipped], search))
     runner = Runner(
         results=results,
-        sweep_name=sweep.name,
+        sweep_name=name,
         executor=args.executor,
         workers=args.workers,
         address=args.address,
@@ -110,12 +141,39 @@ def _run(args, sweep, cells, skipped, results: Path) -> int:
         counts = run_lookback(runner, sweep, lookback)
     else:
         counts = runner.run(cells, skipped)
+    elapsed = time.perf_counter() - t0
     unfinished = counts.get("failed", 0) + counts.get("lost", 0)
+    code = 1 if unfinished else 0
+    summary = ", ".join(f"{n} {s}" for s, n in sorted(counts.items()) if n) or "nothing"
+    tail = (f"; {unfinished} trial(s) did not finish: rerun `{_command(args)}` to retry "
+            "them" if unfinished else "")
+    if args.json:
+        print(json.dumps({"sweep": sweep.name, "label": args.label,
+                          "results": str(results / name), "counts": dict(counts),
+                          "seconds": round(elapsed, 1), "exit": code}))
     # Failures are reported even with --quiet: the last line says how many and what next.
-    if not args.quiet or unfinished:
-        summary = ", ".join(f"{n} {s}" for s, n in sorted(counts.items()) if n) or "nothing"
-        tail = (f"; {unfinished} trial(s) did not finish: rerun `{_command(args)}` to retry "
-                "them" if unfinished else "")
-        print(f"connbench run {sweep.name}: {summary} in {time.perf_counter() - t0:.0f} s "
-              f"-> {results / sweep.name}{tail}", file=sys.stderr)
-    return 1 if unfinished else 0
+    if (not args.quiet and not args.json) or unfinished:
+        print(f"connbench run {name}: {summary} in {elapsed:.0f} s -> {results / name}{tail}",
+              file=sys.stderr)
+    return code
+
+
+def _dry_run(sweep, args: argparse.Namespace) -> int:
+    """The expanded trials, counts per kind and a time estimate; nothing is written."""
+    from connbench.measure.trial import describe
+    from connbench.plan.preview import counts_text, estimate_text, preview
+
+    p = preview(sweep, workers=args.workers)
+    if args.json:
+        print(json.dumps({**p.to_dict(), "workers": args.workers,
+                          "trials_list": [t.to_dict() for t in sweep.trials],
+                          "skipped_list": [dict(t.to_dict(), reason=r)
+                                           for t, r in sweep.skipped]}, default=str))
+        return 0
+    for t in sweep.trials:
+        print(f"{t.trial_id}  {describe(t)}")
+    for t, reason in sweep.skipped:
+        print(f"{t.trial_id}  {describe(t)}  [skipped: {reason}]")
+    print(f"connbench run {sweep.name} --dry-run: {p.total} trials ({counts_text(p)}), "
+          f"{estimate_text(p)} with --workers {args.workers}; nothing run or written")
+    return 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import sys
 
 from connbench.cli.args import (
@@ -48,7 +49,9 @@ def add_arguments(parser) -> None:
 
 def _progress_line(step: int, total: int, loss: float, metrics: dict) -> None:
     shown = " ".join(f"{k} {v:.4g}" for k, v in metrics.items())
-    line = f"\rstep {step}/{total}  loss {loss:.4g}  {shown}   "
+    # at step 0 there is no training loss yet (NaN here): show the metrics only
+    loss_text = "" if math.isnan(loss) else f"  loss {loss:.4g}"
+    line = f"\rstep {step}/{total}{loss_text}  {shown}   "
     print(line, end="", file=sys.stderr, flush=True)
 
 

@@ -23,7 +23,25 @@ def base_row(trial: Trial, sweep: str | None = None) -> dict[str, Any]:
     if sweep is not None:
         row["sweep"] = sweep
     row.update(kind=trial.kind, status="ok", samples=[])
+    row.update(settings_columns(trial))
     return row
+
+
+def settings_columns(trial: Trial) -> dict[str, Any]:
+    """The trial's settings as row columns, so that two arms differing only in, say,
+    ``--set train.lr`` stay apart in the rows and not only in their ids. Train rows
+    overwrite these with the values the run used (task defaults, preset)."""
+    if trial.kind == "train":
+        steps = trial.option("steps")
+        return {"optimizer": trial.option("optimizer"), "lr": trial.option("lr"),
+                "steps_budget": None if steps is None else int(steps),
+                "max_time_s": trial.option("max_time_s"), "preset": trial.option("preset")}
+    if trial.kind == "speed":
+        from connbench.measure.speed import DEFAULT_MIN_RUN_TIME, DEFAULT_WARMUP
+
+        return {"min_run_time": float(trial.option("min_run_time", DEFAULT_MIN_RUN_TIME)),
+                "warmup": int(trial.option("warmup", DEFAULT_WARMUP))}
+    return {}
 
 
 def accounting(model, batch: int) -> dict[str, Any]:

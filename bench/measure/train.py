@@ -44,6 +44,9 @@ def measure_train(trial: Trial, sweep: str | None = None, *,
         # the task the run actually used (a preset may change its options)
         seq_len=getattr(tasks.make(result.task), "seq_len", None),
     )
+    conf = result.config  # the settings as used, after task defaults and presets
+    base.update(optimizer=conf.get("optimizer"), lr=conf.get("lr"), steps_budget=conf.get("steps"),
+                preset=conf.get("preset"), max_time_s=conf.get("max_time_s"))
     rows = []
     metrics = dict(result.metrics) or {primary or "loss": math.nan}
     for name, value in metrics.items():

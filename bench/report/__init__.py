@@ -7,7 +7,7 @@ matplotlib) happen inside ``render_report`` so that ``connbench list`` stays fas
 Layout written::
 
     <out>/<sweep>/REPORT.md
-    <out>/<sweep>/REPORT.html      (the same content for a browser)
+    <out>/<sweep>/REPORT.html      (the same content, one file with the figures inlined)
     <out>/<sweep>/figures/<name>.png
 """
 
@@ -67,7 +67,8 @@ def render_report(df, sweep: str, out_dir: str, dpi: int | None = None,
 
         text = with_preface(text, preface)
     report = root / "REPORT.md"
-    html = to_html(text, f"connbench report: {sweep}")
+    # one self-contained file: the figures are inlined from root/figures
+    html = to_html(text, f"connbench report: {sweep}", root)
     for path, content in ((report, text), (root / "REPORT.html", html)):
         blob = content.encode("utf-8")
         atomic_write(path, lambda fh, blob=blob: fh.write(blob))  # never half a report

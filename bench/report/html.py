@@ -1,14 +1,29 @@
-"""REPORT.html: the same content as REPORT.md, for a browser.
+"""REPORT.html: the same content as REPORT.md, as one self-contained page.
 
-A converter for the small Markdown subset markdown.py writes (headings, paragraphs,
-bullet and numbered lists, pipe tables, images, links, bold, code), so the report
-needs no Markdown package. Deterministic like the Markdown it comes from.
+Rendered by Python-Markdown (``markdown``, with its ``tables`` and ``toc`` extensions)
+rather than a hand-written converter, plus two small tree processors of our own:
+
+* figures are inlined as base64 ``data:`` URIs, so the page is one file that can be
+  mailed or attached (a missing figure keeps its relative link);
+* table cells that hold a number (``1.23``, ``-4 %``, ``3/3``, ``12.5×``) are
+  right-aligned, so digits line up.
+
+A table of contents with anchors to every section follows the title. Deterministic
+like the Markdown it comes from.
 """
 
 from __future__ import annotations
 
+import base64
 import html
+import mimetypes
 import re
+from pathlib import Path
+from xml.etree.ElementTree import Element
+
+import markdown
+from markdown.extensions import Extension
+from markdown.treeprocessors import Treeprocessor
 
 STYLE = """
 body { font-family: system-ui, sans-serif; max-width: 1200px; margin: 2em auto;
@@ -16,64 +31,84 @@ body { font-family: system-ui, sans-serif; max-width: 1200px; margin: 2em auto;
 table { border-collapse: collapse; margin: 0.8em 0; font-size: 0.9em; }
 th, td { border: 1px solid #ccc; padding: 0.25em 0.5em; text-align: left; }
 th { background: #f3f3f3; }
+td.num { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
 img { max-width: 100%; border: 1px solid #eee; }
 code { background: #f5f5f5; padding: 0 0.2em; }
+nav.toc { background: #fafafa; border: 1px solid #e3e3e3; padding: 0.2em 1em;
+          display: inline-block; }
+nav.toc ul { margin: 0.3em 0; }
 """
 
-
-def _inline(text: str) -> str:
-    out = html.escape(text, quote=False)
-    out = re.sub(r"`([^`]+)`", r"<code>\1</code>", out)
-    out = re.sub(r"\*\*([^*]+)\*\*", r"<strong>\1</strong>", out)
-    out = re.sub(r"!\[([^\]]*)\]\(([^)]+)\)", r'<img alt="\1" src="\2">', out)
-    out = re.sub(r"\[([^\]]+)\]\(([^)]+)\)", r'<a href="\2">\1</a>', out)
-    return out
+# a number, optionally signed, with thousands separators, a unit or a ratio: the
+# cells to right-align (text such as "banded:width=3" stays left)
+NUMBER = re.compile(r"^[+\-−~≈]?\s*\d[\d,]*(\.\d+)?(e[+\-]?\d+)?\s*"
+                    r"(%|×|x|s|ms|us|µs|MiB|KiB|GiB|B)?(\s*/\s*\d+)?"
+                    r"(\s*\[[^\]]*\])?$", re.IGNORECASE)
 
 
-def _cells(line: str) -> list[str]:
-    return [c.strip() for c in line.strip().strip("|").split("|")]
+def is_number(text: str) -> bool:
+    """Whether a table cell holds a number (and so is right-aligned)."""
+    return bool(NUMBER.match(text.strip()))
 
 
-def _table(lines: list[str]) -> list[str]:
-    head, body = _cells(lines[0]), lines[2:]
-    out = ["<table>", "<tr>" + "".join(f"<th>{_inline(c)}</th>" for c in head) + "</tr>"]
-    for line in body:
-        out.append("<tr>" + "".join(f"<td>{_inline(c)}</td>" for c in _cells(line)) + "</tr>")
-    return out + ["</table>"]
+class _Inline(Treeprocessor):
+    """Figures as data URIs and numeric table cells right-aligned."""
+
+    def __init__(self, md: markdown.Markdown, base: Path | None):
+        super().__init__(md)
+        self.base = base
+
+    def run(self, root: Element) -> None:
+        for img in root.iter("img"):
+            src = img.get("src", "")
+            if self.base is None or src.startswith(("data:", "http:", "https:")):
+                continue
+            path = self.base / src
+            if path.is_file():
+                mime = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
+                data = base64.b64encode(path.read_bytes()).decode("ascii")
+                img.set("src", f"data:{mime};base64,{data}")
+        for td in root.iter("td"):
+            text = "".join(td.itertext())
+            if text.strip() and is_number(text):
+                td.set("class", "num")
 
 
-def to_html(markdown: str, title: str) -> str:
-    """HTML page of a Markdown text written by connbench.report.markdown."""
-    lines = markdown.splitlines()
-    out = ["<!DOCTYPE html>", "<html><head><meta charset=\"utf-8\">",
-           f"<title>{html.escape(title)}</title><style>{STYLE}</style></head><body>"]
-    i, open_list = 0, None
-    while i < len(lines):
-        line = lines[i]
-        kind = ("ul" if line.startswith("- ") else
-                "ol" if re.match(r"^\d+\. ", line) else None)
-        if open_list and kind != open_list:
-            out.append(f"</{open_list}>")
-            open_list = None
-        if line.startswith("|"):
-            block = []
-            while i < len(lines) and lines[i].startswith("|"):
-                block.append(lines[i])
-                i += 1
-            out += _table(block)
-            continue
-        if kind:
-            if not open_list:
-                out.append(f"<{kind}>")
-                open_list = kind
-            item = line[2:] if kind == "ul" else line.split(". ", 1)[1]
-            out.append(f"<li>{_inline(item)}</li>")
-        elif line.startswith("#"):
-            level = len(line) - len(line.lstrip("#"))
-            out.append(f"<h{level}>{_inline(line[level:].strip())}</h{level}>")
-        elif line.strip():
-            out.append(f"<p>{_inline(line)}</p>")
-        i += 1
-    if open_list:
-        out.append(f"</{open_list}>")
-    return "\n".join(out + ["</body></html>"]) + "\n"
+class _InlineExtension(Extension):
+    def __init__(self, base: Path | None):
+        super().__init__()
+        self.base = base
+
+    def extendMarkdown(self, md: markdown.Markdown) -> None:  # noqa: N802 - the API's name
+        md.treeprocessors.register(_Inline(md, self.base), "connbench_inline", 5)
+
+
+def _separate_tables(text: str) -> str:
+    """A blank line before every table: GitHub's Markdown lets a table follow a line of
+    text directly (REPORT.md does, after "Learning (supported):"), Python-Markdown
+    needs the table to start a block."""
+    out: list[str] = []
+    for line in text.splitlines():
+        if line.startswith("|") and out and out[-1].strip() and not out[-1].startswith("|"):
+            out.append("")
+        out.append(line)
+    return "\n".join(out) + "\n"
+
+
+def to_html(text: str, title: str, base_dir: str | Path | None = None) -> str:
+    """HTML page of a Markdown text; images are read relative to ``base_dir`` and
+    inlined (``None``: links are kept as written)."""
+    md = markdown.Markdown(extensions=[
+        "tables", "toc", _InlineExtension(None if base_dir is None else Path(base_dir))],
+        extension_configs={"toc": {"toc_depth": "2-3"}})
+    body = md.convert(_separate_tables(text))
+    toc = f'<nav class="toc"><strong>Contents</strong>{md.toc}</nav>'
+    # after the title, or first when there is none
+    body, n = re.subn(r"(</h1>)", r"\1\n" + toc.replace("\\", "\\\\"), body, count=1)
+    if not n:
+        body = toc + "\n" + body
+    return "\n".join([
+        "<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
+        '<meta name="viewport" content="width=device-width, initial-scale=1">',
+        f"<title>{html.escape(title)}</title><style>{STYLE}</style></head><body>",
+        body, "</body></html>"]) + "\n"

@@ -220,7 +220,7 @@ def claims_section(claims: list[Claim], figures: dict[str, str | None]) -> list[
 def render(df: pd.DataFrame, sweep: str, figures: dict[str, str | None],
            claims: list[Claim]) -> str:
     lines = [f"# connbench report: `{sweep}`", "",
-             "Does an RNN need full hidden-to-hidden structure? Written by "
+             "Does an RNN need full hidden-to-hidden connectivity? Written by "
              f"`connbench report {sweep}` from the results store only.", ""]
     lines += setup_section(df, sweep)
     lines += claims_section(claims, figures)

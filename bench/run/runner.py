@@ -195,7 +195,9 @@ def _progress(total: int, desc: str, quiet: bool):
         return _NoBar()
     from tqdm import tqdm
 
-    return tqdm(total=total, desc=desc, unit="cell", dynamic_ncols=True, file=sys.stderr)
+    # a bar only on a terminal: piped into a log, tqdm's redraws are noise
+    return tqdm(total=total, desc=desc, unit="cell", dynamic_ncols=True, file=sys.stderr,
+                disable=not sys.stderr.isatty())
 
 
 def _on_start(bar) -> Callable[[Trial], None]:
