@@ -91,3 +91,10 @@ def test_run_and_report_json(tmp_path, capsys):
     rep = json.loads(capsys.readouterr().out)
     assert rep["rows"] > 0 and rep["report"].endswith("REPORT.md")
     assert (reports / "smoke" / "REPORT.html").exists()
+
+
+def test_train_draws_no_progress_line_into_a_pipe(capsys):
+    assert cli(["train", "--task", "binary_addition", "--hidden", "4", "--steps", "3"]) == 0
+    out, err = capsys.readouterr()
+    assert "\r" not in err and "step 0/" not in err
+    assert out.startswith("binary_addition") and "after 3 steps" in out

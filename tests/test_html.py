@@ -35,6 +35,8 @@ TEXT = """# connbench report: t
 
 ![Gone](figures/missing.png)
 
+Figures: [speed](figures/speed.png)
+
 Learning (supported):
 | arm | median |
 |---|---|
@@ -56,6 +58,7 @@ def test_page_is_self_contained_with_toc_and_aligned_numbers(tmp_path):
     page = to_html(TEXT, "t", tmp_path)
     assert f'src="data:image/png;base64,{base64.b64encode(PNG).decode()}"' in page
     assert 'src="figures/missing.png"' in page  # a missing figure keeps its link
+    assert '<a href="#fig-speed">speed</a>' in page and 'id="fig-speed"' in page
     # the table of contents links every section to its anchor
     for anchor, title in (("setup", "Setup"), ("key-tables", "Key tables")):
         assert f'<a href="#{anchor}">{title}</a>' in page

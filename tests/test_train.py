@@ -178,7 +178,10 @@ def test_trask_architecture_matches_the_numpy_demo():
 # ---------------------------------------------------------------------- CLI
 
 
-def test_cli_json_result(capsys):
+def test_cli_json_result(capsys, monkeypatch):
+    import sys
+
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)  # progress only on a terminal
     code = cli_main(["train", "--task", "binary_addition:bits=4", "--cell", "rnn_tanh",
                      "--structure", "diagonal", "--hidden", "8", "--steps", "30",
                      "--seed", "2", "--json"])
@@ -193,7 +196,8 @@ def test_cli_json_result(capsys):
     assert (result["hidden"], result["seed"], result["status"]) == (8, 2, "ok")
     assert set(result["metrics"]) == {"bit_accuracy", "sequence_accuracy"}
     assert result["params"]["total"] > 0
-    assert "\rstep" in err  # the progress line
+    assert "\rstep" in err and err.endswith("\n")  # the progress line, then a newline
+    assert "loss nan" not in err  # step 0 has no training loss yet
 
 
 def test_cli_human_summary_and_spec_error_exit_code(capsys):

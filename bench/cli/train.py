@@ -63,6 +63,8 @@ def main(args) -> int:
         _check_memory(args)
     if args.threads is not None:
         torch.set_num_threads(args.threads)
+    # a live progress line only on a terminal: in a log, \r-redraws are noise
+    show_progress = sys.stderr.isatty()
     result = train(
         args.task,
         cell=args.cell,
@@ -76,11 +78,12 @@ def main(args) -> int:
         seed=args.seed,
         preset=args.preset,
         device=args.device,
-        progress=_progress_line,
+        progress=_progress_line if show_progress else None,
         max_time_s=args.max_time,
         stop_when_solved=not args.no_early_stop,
     )
-    print(file=sys.stderr)  # end the carriage-return progress line
+    if show_progress:
+        print(file=sys.stderr)  # end the carriage-return progress line
     if args.json:
         d = result.to_dict()
         keys = ("task", "structure", "cell", "hidden", "seed", "steps", "status", "solved",

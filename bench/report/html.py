@@ -4,7 +4,8 @@ Rendered by Python-Markdown (``markdown``, with its ``tables`` and ``toc`` exten
 rather than a hand-written converter, plus two small tree processors of our own:
 
 * figures are inlined as base64 ``data:`` URIs, so the page is one file that can be
-  mailed or attached (a missing figure keeps its relative link);
+  mailed or attached (a missing figure keeps its relative link), and links to a
+  figure file jump to the inlined figure instead;
 * table cells that hold a number (``1.23``, ``-4 %``, ``3/3``, ``12.5×``) are
   right-aligned, so digits line up.
 
@@ -59,15 +60,23 @@ class _Inline(Treeprocessor):
         self.base = base
 
     def run(self, root: Element) -> None:
+        inlined: dict[str, str] = {}  # figure path -> the id of its inlined image
         for img in root.iter("img"):
             src = img.get("src", "")
             if self.base is None or src.startswith(("data:", "http:", "https:")):
                 continue
             path = self.base / src
             if path.is_file():
+                inlined[src] = "fig-" + re.sub(r"[^\w-]", "-", Path(src).stem)
                 mime = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
                 data = base64.b64encode(path.read_bytes()).decode("ascii")
                 img.set("src", f"data:{mime};base64,{data}")
+                img.set("id", inlined[src])
+        # "Figures: x" links to a figure file would break once the page travels alone:
+        # they point at the inlined image instead
+        for a in root.iter("a"):
+            if a.get("href") in inlined:
+                a.set("href", "#" + inlined[a.get("href")])
         for td in root.iter("td"):
             text = "".join(td.itertext())
             if text.strip() and is_number(text):
