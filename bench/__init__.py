@@ -27,6 +27,8 @@ _API: dict[str, tuple[str, str]] = {
     "task_names": ("connbench.tasks", "names"),
     "make_task": ("connbench.tasks", "make"),
     "register_task": ("connbench.tasks", "register_task"),
+    "TrainDefaults": ("connbench.tasks", "TrainDefaults"),
+    "Preset": ("connbench.tasks", "Preset"),
     "SequenceModel": ("connbench.nn.model", "SequenceModel"),
     "load_results": ("connbench.results.store", "load"),
 }
