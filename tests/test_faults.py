@@ -401,6 +401,7 @@ def test_sigkill_during_a_memory_trial_leaves_no_orphan_and_no_half_part(tmp_pat
     (["train", "--task", "copy", "--max-time", "-1"], "--max-time"),
     (["train", "--task", "copy", "--threads", "-1"], "--threads"),
     (["train", "--task", "copy", "--threads", "0"], "--threads"),
+    (["train", "--task", "copy", "--threads", "100000"], "--threads"),
     (["train", "--task", "copy", "--hidden", "0"], "--hidden"),
     (["train", "--task", "copy", "--hidden", "1e3"], "--hidden"),
     (["train", "--task", "copy", "--steps", "-5"], "--steps"),
@@ -483,6 +484,14 @@ def sweep_case(tmp_path: Path, case: str) -> list[str]:
         return [str(write(tmp_path)), "--set", "seeds=[-1]"]
     if case == "empty_name":
         return [""]
+    if case == "too_many_threads":
+        return [str(write(tmp_path, MINI + "[speed]\nthreads = 100000\n"))]
+    if case == "no_kinds":
+        return [str(write(tmp_path)), "--set", "kinds=[]"]
+    if case == "huge_budget":
+        return [str(write(tmp_path)), "--set", 'hidden="iso_params:1e300"']
+    if case == "description_type":
+        return [str(write(tmp_path)), "--set", "description=5"]
     raise KeyError(case)
 
 
@@ -492,7 +501,9 @@ SWEEP_WORDS = {"cuda_sweep": "no CUDA", "huge_hidden": "hidden=1000000",
                "string_steps": "steps='two'", "non_utf8": "not a UTF-8",
                "binary": "not a UTF-8", "directory": "is a directory",
                "missing": "does not exist", "set_nan": "lr=nan", "set_empty": "empty",
-               "set_negative": "seed=-1", "empty_name": "empty sweep name"}
+               "set_negative": "seed=-1", "empty_name": "empty sweep name",
+               "too_many_threads": "threads=100000", "no_kinds": "kinds is empty",
+               "huge_budget": "budget is above", "description_type": "description=5"}
 
 
 @pytest.mark.parametrize("case", sorted(SWEEP_WORDS))
@@ -523,6 +534,8 @@ def test_results_that_is_a_file_is_one_line(tmp_path, capsys):
     (tmp_path / "r").write_text("a file")
     assert run(str(write(tmp_path)), "--results", str(tmp_path / "r"), "--quiet") == 2
     assert "cannot be written" in capsys.readouterr().err
+    assert cli(["report", "mini", "--results", str(tmp_path / "r")]) == 2
+    assert "is a file" in capsys.readouterr().err
 
 
 @linux_only
