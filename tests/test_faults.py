@@ -11,7 +11,6 @@ from __future__ import annotations
 import errno
 import json
 import os
-import signal
 import subprocess
 import sys
 import textwrap
@@ -485,7 +484,8 @@ def sweep_case(tmp_path: Path, case: str) -> list[str]:
     if case == "empty_name":
         return [""]
     if case == "too_many_threads":
-        return [str(write(tmp_path, MINI + "[speed]\nthreads = 100000\n"))]
+        speed = MINI.replace('kinds = ["train"]', 'kinds = ["speed"]')
+        return [str(write(tmp_path, speed + "[speed]\nthreads = 100000\n"))]
     if case == "no_kinds":
         return [str(write(tmp_path)), "--set", "kinds=[]"]
     if case == "huge_budget":
