@@ -641,3 +641,29 @@ def test_report_resource_errors_are_one_line(fault, tmp_path, monkeypatch, capsy
     assert rc == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and err.startswith("connbench report: error:"), err
+
+
+def test_memory_estimate_grows_with_every_size_and_refuses_with_the_figure():
+    from types import SimpleNamespace
+
+    from connbench.plan import resources
+    from connbench.registry import SpecError
+
+    base = dict(hidden=64, layers=1, gates=1, inputs=4, outputs=4, seq_len=100, batch=32)
+    small = resources.estimate_bytes(**base)
+    for key in ("hidden", "layers", "gates", "seq_len", "batch"):
+        assert resources.estimate_bytes(**{**base, key: base[key] * 2}) > small, key
+    # full, H=64: 64·64 + 64·4 + 128 weights ... and T·B·H·2·3 floats kept for backward
+    assert small == ((64 * 64 + 64 * 4 + 128 + 64 * 4 + 4) * 4 * 4
+                     + 100 * 32 * 64 * 2 * 4 * 3 + 100 * 32 * 8 * 4 * 2)
+
+    class Shape:
+        def model_shape(self, task):
+            return (4, 4, False, "last")
+
+    trial = SimpleNamespace(kind="train", task_spec="copy", structure_spec="full",
+                            cell="rnn_tanh", hidden=64, layers=1, seq_len=100, batch=32,
+                            dtype="float32", device="cpu")
+    resources.check_memory([trial], Shape(), available=small)  # fits exactly
+    with pytest.raises(SpecError, match=r"hidden=64 .*about 5\.\d MB \(estimate\)"):
+        resources.check_memory([trial], Shape(), available=small - 1)
