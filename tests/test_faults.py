@@ -119,12 +119,15 @@ def test_all_trials_failing_exits_1_with_counts(tmp_path, monkeypatch, capsys):
 @pytest.mark.parametrize("frame", [
     {"trial_id": ["x"]},                                            # no kind/status/...
     {"trial_id": ["x"], "kind": ["train"], "status": ["ok"], "metric": ["m"]},  # no value
+    {"trial_id": ["x"], "kind": ["train"], "status": [1], "metric": ["m"], "value": [1.0]},
+    {"trial_id": ["x"], "kind": ["train"], "status": ["ok"], "metric": ["m"],
+     "value": ["fast"]},
 ])
 def test_part_without_required_columns_is_quarantined_and_rerun(tmp_path, frame):
     d = tmp_path / "s"
     d.mkdir()
     pd.DataFrame(frame).to_parquet(d / "x.parquet")
-    with pytest.warns(RuntimeWarning, match="lacks required column"):
+    with pytest.warns(RuntimeWarning, match="lacks required column|holds"):
         assert store.done_ids(tmp_path, "s") == set()
     assert not (d / "x.parquet").exists() and (d / "corrupt" / "x.parquet").exists()
 
