@@ -119,12 +119,15 @@ def test_all_trials_failing_exits_1_with_counts(tmp_path, monkeypatch, capsys):
 @pytest.mark.parametrize("frame", [
     {"trial_id": ["x"]},                                            # no kind/status/...
     {"trial_id": ["x"], "kind": ["train"], "status": ["ok"], "metric": ["m"]},  # no value
+    {"trial_id": ["x"], "kind": ["train"], "status": [1], "metric": ["m"], "value": [1.0]},
+    {"trial_id": ["x"], "kind": ["train"], "status": ["ok"], "metric": ["m"],
+     "value": ["fast"]},
 ])
 def test_part_without_required_columns_is_quarantined_and_rerun(tmp_path, frame):
     d = tmp_path / "s"
     d.mkdir()
     pd.DataFrame(frame).to_parquet(d / "x.parquet")
-    with pytest.warns(RuntimeWarning, match="lacks required column"):
+    with pytest.warns(RuntimeWarning, match="lacks required column|holds"):
         assert store.done_ids(tmp_path, "s") == set()
     assert not (d / "x.parquet").exists() and (d / "corrupt" / "x.parquet").exists()
 
@@ -407,6 +410,7 @@ def test_sigkill_during_a_memory_trial_leaves_no_orphan_and_no_half_part(tmp_pat
     (["train", "--task", "copy", "--max-time", "-1"], "--max-time"),
     (["train", "--task", "copy", "--threads", "-1"], "--threads"),
     (["train", "--task", "copy", "--threads", "0"], "--threads"),
+    (["train", "--task", "copy", "--threads", "100000"], "--threads"),
     (["train", "--task", "copy", "--hidden", "0"], "--hidden"),
     (["train", "--task", "copy", "--hidden", "1e3"], "--hidden"),
     (["train", "--task", "copy", "--steps", "-5"], "--steps"),
@@ -489,6 +493,15 @@ def sweep_case(tmp_path: Path, case: str) -> list[str]:
         return [str(write(tmp_path)), "--set", "seeds=[-1]"]
     if case == "empty_name":
         return [""]
+    if case == "too_many_threads":
+        speed = MINI.replace('kinds = ["train"]', 'kinds = ["speed"]')
+        return [str(write(tmp_path, speed + "[speed]\nthreads = 100000\n"))]
+    if case == "no_kinds":
+        return [str(write(tmp_path)), "--set", "kinds=[]"]
+    if case == "huge_budget":
+        return [str(write(tmp_path)), "--set", 'hidden="iso_params:1e300"']
+    if case == "description_type":
+        return [str(write(tmp_path)), "--set", "description=5"]
     raise KeyError(case)
 
 
@@ -498,7 +511,9 @@ SWEEP_WORDS = {"cuda_sweep": "no CUDA", "huge_hidden": "hidden=1000000",
                "string_steps": "steps='two'", "non_utf8": "not a UTF-8",
                "binary": "not a UTF-8", "directory": "is a directory",
                "missing": "does not exist", "set_nan": "lr=nan", "set_empty": "empty",
-               "set_negative": "seed=-1", "empty_name": "empty sweep name"}
+               "set_negative": "seed=-1", "empty_name": "empty sweep name",
+               "too_many_threads": "threads=100000", "no_kinds": "kinds is empty",
+               "huge_budget": "budget is above", "description_type": "description=5"}
 
 
 @pytest.mark.parametrize("case", sorted(SWEEP_WORDS))
@@ -529,6 +544,8 @@ def test_results_that_is_a_file_is_one_line(tmp_path, capsys):
     (tmp_path / "r").write_text("a file")
     assert run(str(write(tmp_path)), "--results", str(tmp_path / "r"), "--quiet") == 2
     assert "cannot be written" in capsys.readouterr().err
+    assert cli(["report", "mini", "--results", str(tmp_path / "r")]) == 2
+    assert "is a file" in capsys.readouterr().err
 
 
 @linux_only
@@ -634,3 +651,29 @@ def test_report_resource_errors_are_one_line(fault, tmp_path, monkeypatch, capsy
     assert rc == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and err.startswith("connbench report: error:"), err
+
+
+def test_memory_estimate_grows_with_every_size_and_refuses_with_the_figure():
+    from types import SimpleNamespace
+
+    from connbench.plan import resources
+    from connbench.registry import SpecError
+
+    base = dict(hidden=64, layers=1, gates=1, inputs=4, outputs=4, seq_len=100, batch=32)
+    small = resources.estimate_bytes(**base)
+    for key in ("hidden", "layers", "gates", "seq_len", "batch"):
+        assert resources.estimate_bytes(**{**base, key: base[key] * 2}) > small, key
+    # full, H=64: 64·64 + 64·4 + 128 weights ... and T·B·H·2·3 floats kept for backward
+    assert small == ((64 * 64 + 64 * 4 + 128 + 64 * 4 + 4) * 4 * 4
+                     + 100 * 32 * 64 * 2 * 4 * 3 + 100 * 32 * 8 * 4 * 2)
+
+    class Shape:
+        def model_shape(self, task):
+            return (4, 4, False, "last")
+
+    trial = SimpleNamespace(kind="train", task_spec="copy", structure_spec="full",
+                            cell="rnn_tanh", hidden=64, layers=1, seq_len=100, batch=32,
+                            dtype="float32", device="cpu")
+    resources.check_memory([trial], Shape(), available=small)  # fits exactly
+    with pytest.raises(SpecError, match=r"hidden=64 .*about 5\.\d MB \(estimate\)"):
+        resources.check_memory([trial], Shape(), available=small - 1)

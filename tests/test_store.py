@@ -234,3 +234,12 @@ def test_git_state_outside_a_checkout(tmp_path, monkeypatch):
 
     monkeypatch.setattr(env, "SOURCE_ROOT", tmp_path)
     assert env.git_state() == ("", None)
+
+
+def test_failed_parts_are_not_done_but_diverged_and_skipped_are(tmp_path):
+    for tid, status in [("ok1", "ok"), ("bad", "failed"), ("div", "diverged"),
+                        ("skip", "skipped")]:
+        store.write_trial(tmp_path, "s", tid, rows(tid, n=1, status=status))
+    assert store.part_statuses(tmp_path, "s")["bad"] == {"failed"}
+    assert store.done_ids(tmp_path, "s") == {"ok1", "div", "skip"}
+    assert store.read_trial(tmp_path, "s", "bad") is not None  # kept, for the report

@@ -5,8 +5,10 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 
 from connbench.cli.args import bounded_int, non_empty_path
+from connbench.registry import SpecError
 from connbench.report import render_report, sweep_name
 
 
@@ -30,6 +32,8 @@ def main(args: argparse.Namespace) -> int:
     from connbench.results import catalogue
 
     sweep = sweep_name(args.sweep)
+    if Path(args.results).exists() and not Path(args.results).is_dir():
+        raise SpecError(f"--results {args.results!r} is a file, not a results directory")
     try:
         df = load_results(args.results, sweep)
     except NoResultsError as exc:

@@ -112,7 +112,8 @@ def _check_memory(args) -> None:
         seq_len=getattr(task, "seq_len", None), batch=batch)
     available = resources.available_memory()
     if available and need > available:
-        raise SpecError(f"--hidden {args.hidden}: the model needs about "
+        given = f"--hidden {args.hidden}" + (f" --batch {args.batch}" if args.batch else "")
+        raise SpecError(f"{given}: the model needs about "
                         f"{resources.human(need)} (estimate), more than the "
                         f"{resources.human(available)} available; use a smaller --hidden "
                         "or --batch")

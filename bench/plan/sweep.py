@@ -132,6 +132,9 @@ _DEVICE_RE = re.compile(r"^(cpu|mps|cuda(:\d+)?)$")
 _BUDGET_RE = re.compile(r"^(iso_params|iso_time):\s*([0-9_.eE+]+)\s*$")
 # iso_params searches sizes up to this; a bigger budget is an error, not a silent cap.
 MAX_HIDDEN = 8192
+# A budget above this is out of reach of every size up to MAX_HIDDEN (an LSTM of 8192
+# units has about 5e8 recurrent weights per layer); refused before any model is built.
+MAX_BUDGET = 10**12
 
 
 # --------------------------------------------------------------------------- cells
@@ -344,6 +347,9 @@ def parse_hidden(value: Any) -> HiddenRequest:
                 n = -1.0
             if n < 1 or not n.is_integer():
                 raise SpecError(f"hidden={value!r}: the budget must be a positive integer")
+            if n > MAX_BUDGET:
+                raise SpecError(f"hidden={value!r}: the budget is above {MAX_BUDGET:.0e} "
+                                f"parameters, beyond any size up to {MAX_HIDDEN}")
             return HiddenRequest(kind, int(n))
     raise SpecError(
         f"hidden={value!r} is not a size; allowed: a positive integer or "
@@ -650,6 +656,11 @@ class _Plan:
             raise SpecError(f"{where}: missing {', '.join(_plural_of(m) for m in missing)}; "
                             "a sweep needs tasks, structures and hidden")
         kinds = [self._phase(p) for p in _as_list(spec.get("kind", list(KINDS)))]
+        if not kinds:
+            raise SpecError(f"{where}: kinds is empty; give at least one of "
+                            f"{', '.join(KINDS)}")
+        if not isinstance(spec.get("description", ""), str):
+            raise SpecError(f"{where}: description={spec['description']!r} must be a string")
         self.kinds = list(dict.fromkeys(kinds))
         base = {a: self._axis(a, spec.get(a, AXIS_DEFAULTS.get(a)), where) for a in AXES}
         self.axes: dict[str, dict[str, list]] = {}

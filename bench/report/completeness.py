@@ -17,6 +17,7 @@ note that completeness was not checked. pandas only; never torch.
 
 from __future__ import annotations
 
+import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -32,6 +33,7 @@ class Completeness:
     missing: list[str] = field(default_factory=list)
     failed: list[str] = field(default_factory=list)
     foreign: list[str] = field(default_factory=list)
+    results_dir: str = "results"
 
     @property
     def checked(self) -> bool:
@@ -73,8 +75,10 @@ class Completeness:
             lines.append(f"- **{len(self.failed)} trials failed** (see Failures); a plain "
                          "rerun retries them.")
         if not self.complete:
+            again = shlex.join(["connbench", "report", self.sweep, "--results",
+                                str(self.results_dir)])
             lines.append(f"- Complete the sweep with `{self.expected.command}`, then run "
-                         f"`connbench report {self.sweep}` again.")
+                         f"`{again}` again.")
         if self.foreign:
             lines.append(f"- {len(self.foreign)} trials in the results directory were "
                          "recorded under other settings (an earlier `--set`, an edited "
@@ -95,7 +99,7 @@ def check(results_dir: str | Path, sweep: str, df: pd.DataFrame) -> Completeness
     failed_ids = set(ids[df["status"].astype(str) == "failed"])
     wanted = exp.ids
     return Completeness(
-        sweep, exp,
+        sweep, exp, results_dir=str(results_dir),
         missing=sorted(wanted - present),
         failed=sorted(failed_ids & wanted),
         foreign=sorted(present - wanted - searched))

@@ -262,10 +262,25 @@ def _read_part(path: Path) -> pa.Table | None:
         return None
 
 
-def _check_required(columns: Iterable[str]) -> None:
+def _check_required(columns: Iterable[str], schema: pa.Schema | None = None) -> None:
     missing = [c for c in REQUIRED if c not in set(columns)]
     if missing:
         raise ValueError(f"part file lacks required column(s) {', '.join(missing)}")
+    for name in REQUIRED if schema is not None else ():
+        got, want = schema.field(name).type, arrow_schema().field(name).type
+        if not _type_fits(got, want):
+            raise ValueError(f"part file column {name!r} holds {got}, not {want}")
+
+
+def _type_fits(got: pa.DataType, want: pa.DataType) -> bool:
+    """Whether a stored column type reads as the schema's (nulls and widths aside)."""
+    if got.equals(want) or pa.types.is_null(got):
+        return True
+    if pa.types.is_string(want):
+        return pa.types.is_string(got) or pa.types.is_large_string(got)
+    if pa.types.is_floating(want):
+        return pa.types.is_floating(got) or pa.types.is_integer(got)
+    return False
 
 
 def part_statuses(results_dir: str | Path, sweep: str) -> dict[str, set[str]]:
@@ -281,7 +296,8 @@ def part_statuses(results_dir: str | Path, sweep: str) -> dict[str, set[str]]:
             meta = pq.read_metadata(path)
             if meta.num_rows == 0:
                 raise ValueError("part file has no rows")
-            _check_required(meta.schema.to_arrow_schema().names)
+            schema = meta.schema.to_arrow_schema()
+            _check_required(schema.names, schema)
             status = pq.read_table(path, columns=["status"]).column("status")
             out[path.stem] = {str(s) for s in status.to_pylist()}
         except FileNotFoundError:
