@@ -670,3 +670,33 @@ def test_memory_estimate_grows_with_every_size_and_refuses_with_the_figure():
     resources.check_memory([trial], Shape(), available=small)  # fits exactly
     with pytest.raises(SpecError, match=r"hidden=64 .*about 5\.\d MB \(estimate\)"):
         resources.check_memory([trial], Shape(), available=small - 1)
+
+
+def _has_torch(pid: int) -> bool:
+    try:
+        return "libtorch" in Path(f"/proc/{pid}/maps").read_text()
+    except OSError:
+        return False
+
+
+@linux_only
+def test_sigkill_of_a_pool_driver_leaves_no_worker(tmp_path):
+    # Trials that would train for a minute: a worker that outlives the driver is seen.
+    long = MINI.replace("steps = 2", "steps = 1000000\nmax_time_s = 60")
+    sweep, results = write(tmp_path, long), tmp_path / "r"
+    driver = subprocess.Popen(
+        [sys.executable, "-m", "connbench", "run", str(sweep), "--results", str(results),
+         "--quiet", "--workers", "2"], env=ENV, cwd=ROOT, stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE)
+    deadline, workers = time.monotonic() + 120, []
+    # torch loaded in a worker means it ran its initializer and took a trial
+    while (len(workers) < 2 or not all(map(_has_torch, workers))) \
+            and driver.poll() is None and time.monotonic() < deadline:
+        workers = [pid for pid, cmd in _children(driver.pid) if "spawn_main" in cmd]
+        time.sleep(0.05)
+    assert len(workers) == 2, driver.stderr.read().decode()[-2000:] if driver.poll() else ""
+    driver.kill()
+    driver.wait()
+    for pid in workers:
+        assert _gone_within(pid, 10), "a pool worker outlived the driver"
+    assert not list((results / "mini").glob("*.parquet"))
