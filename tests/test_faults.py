@@ -308,6 +308,13 @@ def _gone_within(pid: int, seconds: float) -> bool:
     return False
 
 
+def _has_torch(pid: int) -> bool:
+    try:
+        return "libtorch" in Path(f"/proc/{pid}/maps").read_text()
+    except OSError:
+        return False
+
+
 linux_only = pytest.mark.skipif(not sys.platform.startswith("linux"),
                                 reason="PR_SET_PDEATHSIG and /proc are Linux")
 
@@ -363,7 +370,7 @@ MEMORY_SWEEP = """
     tasks = ["copy:length=5"]
     structures = ["full", "diagonal"]
     hidden = 8
-    seq_len = 10
+    seq_len = 200000
     batch = 4
     kinds = ["memory"]
 """
@@ -377,7 +384,9 @@ def test_sigkill_during_a_memory_trial_leaves_no_orphan_and_no_half_part(tmp_pat
          "--quiet"], env=ENV, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     child, deadline = None, time.monotonic() + 120
     while child is None and driver.poll() is None and time.monotonic() < deadline:
-        child = next((pid for pid, cmd in _children(driver.pid) if "--memory" in cmd), None)
+        # a measuring child (torch loaded) of a trial that takes half a minute
+        child = next((pid for pid, cmd in _children(driver.pid)
+                      if "--memory" in cmd and _has_torch(pid)), None)
         time.sleep(0.02)
     assert child is not None, driver.stderr.read().decode()[-2000:]
     driver.kill()
@@ -387,8 +396,8 @@ def test_sigkill_during_a_memory_trial_leaves_no_orphan_and_no_half_part(tmp_pat
     for part in d.glob("*.parquet"):  # whatever was written is whole
         assert len(store.load(results, "mini", [part.stem])) >= 1
     assert not list(d.glob("*.parquet.tmp"))
-    # and the rerun takes over the dead driver's lock and finishes the sweep
-    assert run(str(sweep), "--results", str(results), "--quiet") == 0
+    # and a rerun (short trials this time) takes over the dead driver's lock
+    assert run(str(sweep), "--results", str(results), "--quiet", "--set", "seq_len=10") == 0
     assert len(list(d.glob("*.parquet"))) == 2
 
 
@@ -670,13 +679,6 @@ def test_memory_estimate_grows_with_every_size_and_refuses_with_the_figure():
     resources.check_memory([trial], Shape(), available=small)  # fits exactly
     with pytest.raises(SpecError, match=r"hidden=64 .*about 5\.\d MB \(estimate\)"):
         resources.check_memory([trial], Shape(), available=small - 1)
-
-
-def _has_torch(pid: int) -> bool:
-    try:
-        return "libtorch" in Path(f"/proc/{pid}/maps").read_text()
-    except OSError:
-        return False
 
 
 @linux_only
