@@ -308,6 +308,13 @@ def _gone_within(pid: int, seconds: float) -> bool:
     return False
 
 
+def _has_torch(pid: int) -> bool:
+    try:
+        return "libtorch" in Path(f"/proc/{pid}/maps").read_text()
+    except OSError:
+        return False
+
+
 linux_only = pytest.mark.skipif(not sys.platform.startswith("linux"),
                                 reason="PR_SET_PDEATHSIG and /proc are Linux")
 
@@ -370,7 +377,7 @@ MEMORY_SWEEP = """
     tasks = ["copy:length=5"]
     structures = ["full", "diagonal"]
     hidden = 8
-    seq_len = 10
+    seq_len = 200000
     batch = 4
     kinds = ["memory"]
 """
@@ -384,7 +391,9 @@ def test_sigkill_during_a_memory_trial_leaves_no_orphan_and_no_half_part(tmp_pat
          "--quiet"], env=ENV, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     child, deadline = None, time.monotonic() + 120
     while child is None and driver.poll() is None and time.monotonic() < deadline:
-        child = next((pid for pid, cmd in _children(driver.pid) if "connbench.measure.memory" in cmd), None)
+        # a measuring child (torch loaded) of a trial that takes half a minute
+        child = next((pid for pid, cmd in _children(driver.pid)
+                      if "connbench.measure.memory" in cmd and _has_torch(pid)), None)
         time.sleep(0.02)
     assert child is not None, driver.stderr.read().decode()[-2000:]
     driver.kill()
@@ -394,8 +403,8 @@ def test_sigkill_during_a_memory_trial_leaves_no_orphan_and_no_half_part(tmp_pat
     for part in d.glob("*.parquet"):  # whatever was written is whole
         assert len(store.load(results, "mini", [part.stem])) >= 1
     assert not list(d.glob("*.parquet.tmp"))
-    # and the rerun takes over the dead driver's lock and finishes the sweep
-    assert run(str(sweep), "--results", str(results), "--quiet") == 0
+    # and a rerun (short trials this time) takes over the dead driver's lock
+    assert run(str(sweep), "--results", str(results), "--quiet", "--set", "seq_len=10") == 0
     assert len(list(d.glob("*.parquet"))) == 2
 
 
@@ -677,3 +686,26 @@ def test_memory_estimate_grows_with_every_size_and_refuses_with_the_figure():
     resources.check_memory([trial], Shape(), available=small)  # fits exactly
     with pytest.raises(SpecError, match=r"hidden=64 .*about 5\.\d MB \(estimate\)"):
         resources.check_memory([trial], Shape(), available=small - 1)
+
+
+@linux_only
+def test_sigkill_of_a_pool_driver_leaves_no_worker(tmp_path):
+    # Trials that would train for a minute: a worker that outlives the driver is seen.
+    long = MINI.replace("steps = 2", "steps = 1000000\nmax_time_s = 60")
+    sweep, results = write(tmp_path, long), tmp_path / "r"
+    driver = subprocess.Popen(
+        [sys.executable, "-m", "connbench", "run", str(sweep), "--results", str(results),
+         "--quiet", "--workers", "2"], env=ENV, cwd=ROOT, stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE)
+    deadline, workers = time.monotonic() + 120, []
+    # torch loaded in a worker means it ran its initializer and took a trial
+    while (len(workers) < 2 or not all(map(_has_torch, workers))) \
+            and driver.poll() is None and time.monotonic() < deadline:
+        workers = [pid for pid, cmd in _children(driver.pid) if "spawn_main" in cmd]
+        time.sleep(0.05)
+    assert len(workers) == 2, driver.stderr.read().decode()[-2000:] if driver.poll() else ""
+    driver.kill()
+    driver.wait()
+    for pid in workers:
+        assert _gone_within(pid, 10), "a pool worker outlived the driver"
+    assert not list((results / "mini").glob("*.parquet"))
