@@ -81,20 +81,26 @@ def test_bootstrap_is_seeded_and_brackets_the_estimate():
 
 # -- verdict rules ---------------------------------------------------------------------
 def test_fails_both_ways_and_needs_full_to_learn():
-    full = [1.0, 0.98, 0.99]
-    assert V.fails([0.01, 0.02, 0.0], full, 0.0, True).verdict == V.SUPPORTED
-    assert V.fails([0.9, 0.95, 0.97], full, 0.0, True).verdict == V.NOT_SUPPORTED
-    assert V.fails([0.05, 0.5, 0.9], full, 0.0, True).verdict == V.INCONCLUSIVE
-    flat = V.fails([0.0, 0.0, 0.0], [0.0, 0.01, -0.01], 0.0, True)
-    assert flat.verdict == V.INCONCLUSIVE and "did not beat chance" in flat.reason
+    full = [1.0, 0.98, 0.99, 0.97, 1.0]
+    assert V.fails([0.01, 0.02, 0.0, 0.01, 0.0], full, 0.0, True).verdict == V.SUPPORTED
+    assert V.fails([0.9, 0.95, 0.97, 0.9, 0.92], full, 0.0, True).verdict == V.NOT_SUPPORTED
+    mixed = V.fails([0.05, 0.5, 0.9, 0.0, 0.1], full, 0.0, True)
+    assert mixed.verdict == V.INCONCLUSIVE and "leans to 'fails'" in mixed.reason
+    # the positive control: full at chance makes the comparison uninformative
+    flat = V.fails([0.0] * 5, [0.0, 0.01, -0.01, 0.0, 0.0], 0.0, True)
+    assert flat.verdict == V.UNINFORMATIVE and "did not beat chance" in flat.reason
+    assert V.matches([0.0] * 5, [0.0, 0.01, -0.01, 0.0, 0.0], 0.0, True).verdict \
+        == V.UNINFORMATIVE
 
 
 def test_matches_is_direction_aware():
     # MSE: lower is better, chance 0.167
-    full = [0.002, 0.003, 0.004]
-    assert V.matches([0.002, 0.004, 0.003], full, 0.167, False).verdict == V.SUPPORTED
-    assert V.matches([0.10, 0.12, 0.11], full, 0.167, False).verdict == V.NOT_SUPPORTED
-    better = V.matches([0.0, 0.0, 0.001], full, 0.167, False)
+    full = [0.002, 0.003, 0.004, 0.003, 0.002]
+    assert V.matches([0.002, 0.004, 0.003, 0.002, 0.003], full, 0.167,
+                     False).verdict == V.SUPPORTED
+    assert V.matches([0.10, 0.12, 0.11, 0.1, 0.13], full, 0.167,
+                     False).verdict == V.NOT_SUPPORTED
+    better = V.matches([0.0, 0.0, 0.001, 0.0, 0.0], full, 0.167, False)
     assert better.verdict == V.SUPPORTED and better.diff.estimate > 0
 
 
@@ -104,6 +110,9 @@ def test_single_seed_is_never_a_verdict():
     assert V.matches([1.0], [1.0], 0.0, True).verdict == V.INCONCLUSIVE
     claim = C.claim_diagonal_fails(_prepared(**SMALL, seeds=(0,)))
     assert claim.verdict == V.INCONCLUSIVE
+    # three seeds are not enough either; the reason names the run that settles it
+    three = V.fails([0.0, 0.01, 0.0], [1.0, 0.99, 1.0], 0.0, True)
+    assert three.verdict == V.INCONCLUSIVE and f"at least {V.MIN_SEEDS} seeds" in three.reason
 
 
 def test_combine_is_unanimous():
@@ -111,6 +120,9 @@ def test_combine_is_unanimous():
     assert V.combine([V.NOT_SUPPORTED]) == V.NOT_SUPPORTED
     assert V.combine([V.SUPPORTED, V.NOT_SUPPORTED]) == V.INCONCLUSIVE
     assert V.combine([]) == V.INCONCLUSIVE
+    # uninformative arms (full at chance) count for nothing
+    assert V.combine([V.SUPPORTED, V.UNINFORMATIVE]) == V.SUPPORTED
+    assert V.combine([V.UNINFORMATIVE]) == V.INCONCLUSIVE
 
 
 def test_parameter_counts_of_the_notes():
@@ -126,7 +138,9 @@ def test_parameter_claim_counts_the_sweep_sizes():
     # adding, H=64, T=100: 4,353 against 1,292,801
     assert "| adding | 2 | 64 | 1 | 100 | 4,353 | 1,292,801 |" in text
     # binary addition at H=64, T=8 is only 2x: the claim does not hold for every size
-    assert claim.verdict == V.INCONCLUSIVE and "2 of 3 sizes" in text
+    # arithmetic, not statistics: the verdict is the count, and it says where it fails
+    assert claim.verdict == "holds at 2 of 3 sizes" and "2 of 3 sizes" in text
+    assert "fails at binary_addition H=64 T=8" in text
     adding_only = dict(SMALL, task_specs=("adding:length=100",))
     only_long = C.claim_rnn_fewer_params(_prepared(**adding_only))
     assert only_long.verdict == V.SUPPORTED

@@ -470,7 +470,8 @@ def measure_train(cell: Any, sweep: str, *, threads: int | None = None) -> list[
         seq_len = getattr(task, "seq_len", None)
     base = base_row(cell, sweep)
     base.update(acct, threads=threads, seq_len=seq_len, batch=batch, cell=result.cell,
-                hidden=int(result.hidden), layers=int(result.layers))
+                hidden=int(result.hidden), layers=int(result.layers),
+                train_settings=train_settings_json(conf))
 
     rows = []
     metrics = dict(result.metrics or {}) or {primary or "loss": math.nan}
@@ -509,6 +510,17 @@ def measure_train(cell: Any, sweep: str, *, threads: int | None = None) -> list[
             )
             rows.append(row)
     return rows
+
+
+SETTINGS_KEYS = ("steps", "lr", "optimizer", "batch", "clip", "preset", "init", "bias",
+                 "max_time_s", "eval_every")
+
+
+def train_settings_json(config: dict[str, Any]) -> str:
+    """The settings that tell arms apart (budget, lr ...), as canonical JSON for the row."""
+    import json
+
+    return json.dumps({k: config.get(k) for k in SETTINGS_KEYS}, sort_keys=True)
 
 
 def _int(v: Any) -> int | None:

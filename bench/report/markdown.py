@@ -144,7 +144,7 @@ def task_table_section(df: pd.DataFrame) -> list[str]:
              "| task · cell · H | metric | chance | " + " | ".join([]) + "structure | "
              "median [CI] | solved | median steps to solve |",
              "|---|---|---|---|---|---|---|"]
-    for key, g in rows.groupby(D.ARM, sort=True):
+    for key, g in rows.groupby(D.ARM, sort=True, dropna=False):
         chance = g["chance"].dropna()
         ch = f"{float(chance.median()):.3g}" if len(chance) else "n/a"
         for lab in label_order(g["label"]):
