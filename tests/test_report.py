@@ -317,3 +317,137 @@ def test_report_does_not_import_torch(tmp_path):
     proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True,
                           text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
+
+
+# -- the science: thread's setting, positive controls, equal tuning, the answer --------
+def _thread_frame(skill=None, steps=10000) -> pd.DataFrame:
+    """Synthetic rows in Trask's setting (preset trask, sigmoid cell)."""
+    t = synthetic_frame(names=("full", "diagonal", "banded", "jordan"),
+                        task_specs=("binary_addition:bits=8",), speed=False, iso=False,
+                        skill=skill, cell="rnn_sigmoid",
+                        settings={"preset": "trask", "steps": steps, "lr": 0.1})
+    t["trial_id"] = t["trial_id"] + f"-trask{steps}"
+    return t
+
+
+def test_thread_setting_decides_claims_1_and_2_and_modern_is_reported_beside():
+    # modern setting: the band matches; the thread's setting: it does not
+    modern = synthetic_frame(**SMALL)
+    df = D.prepare(pd.concat([modern, _thread_frame(skill={"banded": 0.3})],
+                             ignore_index=True))
+    claim = C.claim_band_matches(df)
+    assert claim.verdict == V.NOT_SUPPORTED
+    text = "\n".join(claim.evidence)
+    assert "In the thread's setting (Trask's preset): not supported" in text
+    assert "Beyond the thread (other cells and optimizers): supported" in text
+    # without thread rows the modern arms decide, and the text says so
+    only_modern = C.claim_band_matches(_prepared(**SMALL))
+    assert only_modern.verdict == V.SUPPORTED
+    assert "In the thread's setting: no data" in "\n".join(only_modern.evidence)
+
+
+def test_thread_section_lists_every_seed_per_budget_arm():
+    from connbench.report.thread import thread_section
+
+    df = D.prepare(pd.concat([_thread_frame(), _thread_frame(steps=50000)],
+                             ignore_index=True))
+    text = "\n".join(thread_section(df))
+    assert "## The thread's experiment" in text
+    assert "10,000 iterations" in text and "50,000 iterations" in text
+    diag = [line for line in text.splitlines() if "| diagonal |" in line]
+    assert len(diag) == 2 and all('"performed terribly"' in line for line in diag)
+    assert all(line.split("|")[4].count(",") == 4 for line in diag)  # 5 seeds listed
+    assert "positive control passed" in text
+    assert thread_section(_prepared(**SMALL)) == []  # no thread rows: no section
+
+
+def test_budgets_are_separate_arms():
+    df = D.prepare(pd.concat([_thread_frame(), _thread_frame(steps=50000)],
+                             ignore_index=True))
+    rows = D.train_rows(df)
+    assert sorted(rows["budget"].dropna().unique()) == [10000, 50000]
+    assert D.mixed_budget_arms(df) == []
+    claim = C.claim_diagonal_fails(df)
+    assert sum("· 10,000 steps" in line or "· 50,000 steps" in line
+               for line in claim.evidence) == 2
+
+
+def test_full_at_chance_makes_the_arm_uninformative_not_a_verdict():
+    # adding: full learns nothing (skill 0), so the diagonal there says nothing
+    df = _prepared(**SMALL, skill={"full": 0.0, "banded": 0.0, "block": 0.0,
+                                   "butterfly": 0.0})
+    adding = df[df["task"] == "adding"]
+    claim = C.claim_butterfly(adding, (True, ["x"]))
+    assert V.UNINFORMATIVE in "\n".join(claim.evidence)
+    assert claim.verdict == V.INCONCLUSIVE  # nothing informative to decide on
+    from connbench.report.markdown import positive_controls_section
+
+    text = "\n".join(positive_controls_section(df))
+    assert "adding:length=100" in text and f"comparisons {V.UNINFORMATIVE}" in text
+
+
+def _with_lr_grid(df: pd.DataFrame) -> pd.DataFrame:
+    """Copies of every train trial at lr 0.1 and 0.001; at 0.1 the diagonal's validation
+    curve is best but its test score is worst, so only a validation choice keeps 0.001."""
+    parts = []
+    for lr in (0.001, 0.1):
+        d = df.copy()
+        train = d["kind"] == "train"
+        d.loc[train, "trial_id"] = d.loc[train, "trial_id"] + f"-lr{lr}"
+        d.loc[train, "train_settings"] = f'{{"lr": {lr}, "steps": 2000}}'
+        if lr == 0.1:
+            diag = train & (d["structure"] == "diagonal")
+            curve, final = diag & d["step"].notna(), diag & d["step"].isna()
+            d.loc[curve, "value"] = 1.0
+            d.loc[final & d["primary"].fillna(False).astype(bool), "value"] = 0.0
+        parts.append(d)
+    return D.prepare(pd.concat(parts, ignore_index=True))
+
+
+def test_lr_is_chosen_on_validation_and_reported():
+    from connbench.report.markdown import lr_section
+
+    df = _with_lr_grid(synthetic_frame(**SMALL, iso=False))
+    choice = D.lr_choice(D.train_rows(df, choose_lr=False), df)
+    diag = choice[(choice["label"] == "diagonal")
+                  & choice["task_spec"].str.contains("binary")]
+    assert diag["lr"].tolist() == [0.1] and diag["candidates"].iloc[0] == "0.001, 0.1"
+    rows = D.train_rows(df)
+    kept = rows[(rows["label"] == "diagonal") & (rows["task"] == "binary_addition")]
+    # one lr, 5 seeds; its test scores are the worst, and still it is kept: the choice
+    # never looked at the test set
+    assert set(kept["lr"]) == {0.1} and len(kept) == 5 and (kept["value"] == 0.0).all()
+    # on adding (lower is better) the 0.1 curve of 1.0 is the worst: 0.001 is chosen
+    adding = rows[(rows["label"] == "diagonal") & (rows["task"] == "adding")]
+    assert set(adding["lr"]) == {0.001}
+    text = "\n".join(lr_section(df))
+    assert "chosen per structure on held-out validation" in text and "| diagonal |" in text
+    assert lr_section(_prepared(**SMALL)) == []  # one lr everywhere: no section
+
+
+def test_answer_paragraph_follows_the_verdicts():
+    from connbench.report.answer import answer_paragraph
+
+    def claims(**verdicts):
+        return [C.Claim(k, k, v, "") for k, v in verdicts.items()]
+
+    yes = answer_paragraph(claims(diagonal_fails=V.SUPPORTED, band_matches=V.NOT_SUPPORTED,
+                                  butterfly=V.NOT_SUPPORTED,
+                                  sparse_competitive=V.NOT_SUPPORTED))[0]
+    assert yes.startswith("**Yes, in this run**") and "does not match full" in yes
+    no = answer_paragraph(claims(band_matches=V.SUPPORTED, butterfly=V.INCONCLUSIVE))[0]
+    assert no.startswith("**No, not in this run**")
+    open_ = answer_paragraph(claims(band_matches=V.INCONCLUSIVE,
+                                    fewer_params="holds at 4 of 5 sizes"))[0]
+    assert open_.startswith("**Not settled") and "holds at 4 of 5 sizes" in open_
+
+
+def test_report_opens_with_the_answer_then_the_claims_table():
+    from connbench.report.markdown import render
+
+    df = _prepared(**SMALL)
+    text = render(df, "synth", {}, C.all_claims(df, NO_BUTTERFLY_CHECK))
+    head = text.split("## Claims")[0]
+    assert "**Yes, in this run**" in head or "**No, not in this run**" in head \
+        or "**Not settled by this run**" in head
+    assert text.index("## Claims") < text.index("## Setup") < text.index("## Key tables")

@@ -176,12 +176,15 @@ def curve_rows(df: pd.DataFrame) -> pd.DataFrame:
     return df[(df["kind"] == "train") & df["step"].notna() & df["value"].notna()]
 
 
-def train_rows(df: pd.DataFrame, primary_only: bool = True) -> pd.DataFrame:
+def train_rows(df: pd.DataFrame, primary_only: bool = True,
+               choose_lr: bool = True) -> pd.DataFrame:
     """Final task metrics, one row per (arm, structure, seed).
 
     A diverged run is a failed seed, not a missing one: dropping it would flatter the
     structure, so a diverged row without a value scores the chance level. Failed
-    (crashed) cells are left out; the report lists them.
+    (crashed) cells are left out; the report lists them. Where an arm trained a
+    structure at several learning rates, only the seeds of its chosen one (best median
+    validation score, see lr_choice) are kept, unless ``choose_lr`` is False.
     """
     rows = df[final_train(df) & df["status"].isin(["ok", "diverged"])].copy()
     if primary_only:
@@ -193,7 +196,7 @@ def train_rows(df: pd.DataFrame, primary_only: bool = True) -> pd.DataFrame:
     rows["solved"] = rows["solved"].fillna(False).astype(bool)
     rows["higher_is_better"] = rows["higher_is_better"].fillna(True).astype(bool)
     rows = rows.reset_index(drop=True)
-    if primary_only:
+    if primary_only and choose_lr:
         rows = rows[_chosen_lr_mask(rows, df)].reset_index(drop=True)
     return rows
 
