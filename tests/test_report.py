@@ -451,3 +451,29 @@ def test_report_opens_with_the_answer_then_the_claims_table():
     assert "**Yes, in this run**" in head or "**No, not in this run**" in head \
         or "**Not settled by this run**" in head
     assert text.index("## Claims") < text.index("## Setup") < text.index("## Key tables")
+
+
+def test_metric_figure_marks_an_uninformative_panel(tmp_path):
+    import matplotlib.pyplot as plt
+
+    from connbench.report.figures import fig_metric_per_structure
+    from connbench.report.style import assign_styles as styles_for
+
+    df = _prepared(**SMALL, skill={"full": 0.0})
+    titles = []
+    real_savefig = plt.Figure.savefig
+
+    def spy(fig, *a, **k):
+        titles.extend(ax.get_title() for ax in fig.axes)
+        return real_savefig(fig, *a, **k)
+
+    plt.Figure.savefig = spy
+    try:
+        fig_metric_per_structure(df, styles_for(df["label"].unique()), tmp_path / "m.png", 40)
+    finally:
+        plt.Figure.savefig = real_savefig
+    assert any("UNINFORMATIVE" in t for t in titles)
+    at_chance = D.train_rows(df)
+    assert D.full_passed(at_chance[at_chance["task"] == "adding"]) is False
+    learned = D.train_rows(_prepared(**SMALL))
+    assert D.full_passed(learned[learned["task"] == "adding"]) is True

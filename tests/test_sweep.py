@@ -681,3 +681,11 @@ def test_iso_time_bad_reference_is_one_line():
     with pytest.raises(SpecError, match="must be a positive integer"):
         sw.parse_hidden("iso_time:0")
     assert str(sw.parse_hidden("iso_time:128")) == "iso_time:128"
+
+
+def test_iso_time_refuses_when_the_time_is_all_overhead():
+    resolver = FakeResolver()
+    resolver.__dict__["step_timer"] = lambda *a: 1e-3  # flat: no size is faster or slower
+    with pytest.raises(SpecError, match="step time is overhead"):
+        sw.expand({"tasks": "copy:length=10", "structures": ["full", "diagonal"],
+                   "hidden": "iso_time:64", "kinds": "train"}, name="x", resolver=resolver)

@@ -7,6 +7,9 @@ version, threads, and the model and batch shape), so a sweep expands in seconds 
 second time. The search is the iso_params one with time instead of parameters: time
 grows with the size, so galloping up from the smallest valid size and bisecting times
 about 2·log2(answer) sizes.
+
+Where the step time hardly grows with the size (tiny models, whose time is mostly
+fixed overhead) the match is loose and noisy: use a reference of 128 or more.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from pathlib import Path
 from connbench.registry import SpecError
 
 REFERENCE = "full"
-MIN_RUN_TIME = 0.05  # seconds per timed size: enough to rank sizes, cheap to search
+MIN_RUN_TIME = 0.2  # seconds per timed size: enough to rank sizes, cheap to search
 # Step-time function: (task, cell, structure, hidden, layers, batch, seq_len) -> seconds
 StepTimer = Callable[[str, str, str, int, int, int, int], float]
 
@@ -102,6 +105,10 @@ def iso_time_size(sizes, timer: StepTimer, reference: int, task: str, cell: str,
                   structure: str, layers: int, batch: int, seq_len: int) -> int:
     """The valid size (``sizes``: a ValidSizes) whose step time is closest to full's
     at ``reference``; ties go to the smaller size."""
+    from connbench.registry import split_spec
+
+    if split_spec(structure)[0] == REFERENCE:
+        return reference  # by definition; timing noise must not move the reference
     target = timer(task, cell, REFERENCE, reference, layers, batch, seq_len)
     if not sizes.has(0):
         raise SpecError(f"{structure} accepts no hidden size to match iso_time:{reference}")
@@ -110,7 +117,12 @@ def iso_time_size(sizes, timer: StepTimer, reference: int, task: str, cell: str,
         return timer(task, cell, structure, sizes[i], layers, batch, seq_len)
 
     if t(0) >= target:
-        return sizes[0]
+        # the smallest model is no faster than full at the reference: on this machine
+        # the step time is overhead, not the recurrence, and no size "matches" it
+        raise SpecError(
+            f"iso_time:{reference}: {structure} at hidden={sizes[0]} already takes "
+            f"{t(0) * 1e6:.3g} µs per step, no less than full's {target * 1e6:.3g} µs at "
+            f"hidden={reference}; the step time is overhead here: use a larger reference")
     lo, hi = 0, 1
     while sizes.has(hi) and t(hi) < target:
         lo, hi = hi, 2 * hi + 1

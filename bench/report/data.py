@@ -215,6 +215,23 @@ def arm_name(task_spec, cell, hidden_request, budget=None) -> str:
 THREAD_PRESET = "trask"
 
 
+def full_passed(rows: pd.DataFrame) -> bool | None:
+    """The positive control of one arm's rows: did full beat chance (the lower end of
+    its median's 95 % CI past chance, in the good direction)? None without full rows
+    or a chance level. The rule is the one verdicts.py applies."""
+    from connbench.report.stats import bootstrap_median_ci
+
+    full = rows[rows["label"] == "full"]
+    chance = full["chance"].dropna()
+    if full.empty or chance.empty:
+        return None
+    ci = bootstrap_median_ci(full["value"])
+    ch = float(chance.median())
+    if bool(full["higher_is_better"].fillna(True).iloc[0]):
+        return bool(ci.low > ch)
+    return bool(ci.high < ch)
+
+
 def thread_mask(rows: pd.DataFrame) -> pd.Series:
     """Rows of the thread's own experiment: Trask's preset (or, in rows written before
     train_settings existed, its unmistakable shape: sigmoid cell, batch 1)."""

@@ -243,8 +243,12 @@ def fig_metric_per_structure(df, styles, path, dpi):
         ax.set_xlabel("structure")
         ax.set_ylabel(_metric_label(sub))
         hs = ", ".join(reqs)
-        ax.set_title(f"{task_spec} · {cell} · H={hs}" + (" (left→right)" if len(reqs) > 1
-                                                          else ""))
+        title = f"{task_spec} · {cell} · H={hs}" + (" (left→right)" if len(reqs) > 1
+                                                     else "")
+        if D.full_passed(sub) is False:  # positive control failed: says nothing
+            title += "\nUNINFORMATIVE: full did not beat chance"
+            ax.set_facecolor("#eeeeee")
+        ax.set_title(title)
     hide_unused(axes, len(panels))
     handles, names = unique_handles(axes.flat)
     handles = [_grey(h, n) for h, n in zip(handles, names, strict=False)]

@@ -244,8 +244,7 @@ def positive_controls_section(df: pd.DataFrame) -> list[str]:
         ci = bootstrap_median_ci(g["value"])
         chance = g["chance"].dropna()
         ch = float(chance.median()) if len(chance) else math.nan
-        sign = 1.0 if bool(g["higher_is_better"].iloc[0]) else -1.0
-        passed = math.isnan(ch) or sign * ((ci.low if sign > 0 else ci.high) - ch) > 0
+        passed = D.full_passed(g) is not False
         verdict = "passed" if passed else f"**failed**: comparisons {V.UNINFORMATIVE}"
         lines.append(f"| {D.arm_name(*key)} | {g['metric'].iloc[0]} | {ci.fmt()} | "
                      f"{ch:.3g} | {len(g)} | {verdict} |")
