@@ -73,6 +73,13 @@ def eval_generator(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed((int(seed) * 0x9E3779B1 + 0x5EED) % 2**63)
 
 
+def test_generator(seed: int) -> torch.Generator:
+    """The generator of the held-out test set for `seed`: distinct from the training and
+    the evaluation (validation) generators, so the verdicts' numbers are never the ones
+    early stopping or learning-rate selection looked at."""
+    return torch.Generator().manual_seed((int(seed) * 0x9E3779B1 + 0x7E57) % 2**63)
+
+
 class Task:
     """Base of every task; subclasses set the attributes and implement the methods.
 
@@ -102,6 +109,10 @@ class Task:
     def eval_set(self, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
         """The fixed evaluation set for `seed`: the same tensors on every call."""
         return self.sample(self.defaults.eval_size, eval_generator(seed))
+
+    def test_set(self, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The held-out test set for `seed`, scored once after training."""
+        return self.sample(self.defaults.eval_size, test_generator(seed))
 
     def loss(self, output: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """Scalar training loss of the raw model output."""

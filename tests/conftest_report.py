@@ -7,6 +7,7 @@ which verdict the report must reach.
 
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
@@ -105,8 +106,10 @@ def _metric(task_spec, skill, rng):
     return float(min(max(value, lo), hi))
 
 
-def _train_rows(sweep, names, task_specs, seeds, hidden_requests, skill, rng, history):
+def _train_rows(sweep, names, task_specs, seeds, hidden_requests, skill, rng, history,
+                settings=None, cell="rnn_tanh", tag=""):
     rows = []
+    settings_json = json.dumps(settings, sort_keys=True) if settings else None
     for task_spec in task_specs:
         task, metric, chance, ideal, hib, seq_len = TASKS[task_spec]
         for name in names:
@@ -118,9 +121,10 @@ def _train_rows(sweep, names, task_specs, seeds, hidden_requests, skill, rng, hi
                     solved = gap > 0.9
                     steps_to_solve = int(800 / max(skill[name], 0.1)) if solved else pd.NA
                     common = dict(
-                        trial_id=f"train-{task_spec}-{name}-{req}-{seed}", sweep=sweep,
+                        trial_id=f"train-{task_spec}-{name}-{req}-{seed}{tag}", sweep=sweep,
                         task=task, task_spec=task_spec, structure=name,
-                        structure_spec=SPECS[name], cell="rnn_tanh", hidden=h,
+                        structure_spec=SPECS[name], cell=cell, hidden=h,
+                        train_settings=settings_json,
                         hidden_request=req, seq_len=seq_len, batch=32, device="cpu",
                         seed=seed, stored_params=stored_params(name, h),
                         total_params=stored_params(name, h) + 4 * h + 1,
@@ -172,7 +176,7 @@ def synthetic_frame(
     names=tuple(SPECS),
     hiddens=(32, 64, 128, 256),
     task_specs=tuple(TASKS),
-    seeds=(0, 1, 2),
+    seeds=(0, 1, 2, 3, 4),
     skill: dict | None = None,
     speed: bool = True,
     train: bool = True,
@@ -181,11 +185,14 @@ def synthetic_frame(
     lookback: bool = False,
     devices=("cpu",),
     seed: int = 0,
+    settings: dict | None = None,
+    cell: str = "rnn_tanh",
 ) -> pd.DataFrame:
     """A results frame with the schema's columns and dtypes.
 
     ``skill`` overrides the per-structure skill, e.g. ``{"diagonal": 1.0}`` makes the
-    diagonal as good as full.
+    diagonal as good as full. ``settings`` is written as every train row's
+    train_settings JSON (e.g. ``{"preset": "trask", "steps": 10000, "lr": 0.1}``).
     """
     rng = np.random.default_rng(seed)
     sk = dict(SKILL, **(skill or {}))
@@ -196,11 +203,12 @@ def synthetic_frame(
         reqs = ["64"]
         if iso:
             reqs.append("iso_params:2000")
-        rows += _train_rows(sweep, names, task_specs, seeds, ["64"], sk, rng, history)
+        rows += _train_rows(sweep, names, task_specs, seeds, ["64"], sk, rng, history,
+                            settings, cell)
         if iso:
             iso_names = [n for n in names if n in ("full", "diagonal", "block")]
             rows += _train_rows(sweep, iso_names, task_specs, seeds, ["iso_params:2000"],
-                                sk, rng, False)
+                                sk, rng, False, settings, cell)
     if lookback:
         rows += _lookback_rows(sweep, names, seeds, rng)
     return to_schema(rows)

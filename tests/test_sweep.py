@@ -621,3 +621,70 @@ def test_first_release_key_names_still_load(tmp_path, resolver):
                          'kinds = ["train"]\n', resolver)
     assert [t.trial_id for t in old.trials] == [t.trial_id for t in new.trials]
     assert {t.structure for t in new.trials} == {"full", "diagonal"}
+
+
+# -- iso_time -----------------------------------------------------------------------
+class FakeTimer:
+    """Step time = cost per weight x stored recurrent weights + a fixed overhead: full
+    grows like H², diagonal like H. Records what it was asked to time."""
+
+    WEIGHTS = {"full": lambda h: h * h, "diagonal": lambda h: h,
+               "butterfly": lambda h: 2 * h * max(1, h.bit_length() - 1)}
+
+    def __init__(self):
+        self.calls = []
+
+    def __call__(self, task, cell, structure, hidden, layers, batch, seq_len):
+        self.calls.append((structure.split(":")[0], hidden, batch, seq_len))
+        return 1e-6 + 1e-9 * self.WEIGHTS[structure.split(":")[0]](hidden)
+
+
+def test_iso_time_matches_full_step_time_with_a_fake_timer():
+    resolver = FakeResolver()
+    timer = resolver.__dict__["step_timer"] = FakeTimer()
+    s = sw.expand({"tasks": "copy:length=10", "structures": ["full", "diagonal", "butterfly"],
+                   "hidden": "iso_time:64", "kinds": "train"}, name="x", resolver=resolver)
+    by = {c.structure: c for c in s.trials}
+    assert {c.hidden_request for c in s.trials} == {"iso_time:64"}
+    assert by["full"].hidden == 64  # full at the reference is the reference
+    # diagonal: 1e-9 * H = 1e-9 * 64² -> H = 4096; butterfly: 2H log2 H = 4096 -> H = 256
+    assert by["diagonal"].hidden == 4096
+    assert by["butterfly"].hidden == 256 and by["butterfly"].hidden & 255 == 0
+    # timed at the cell's batch and length, and cheaply: a gallop and a bisection
+    assert {(b, t) for _, _, b, t in timer.calls} == {(64, 30)}
+    assert len(timer.calls) < 80
+    assert len({c.trial_id for c in s.trials}) == 3
+
+
+def test_iso_time_cache_is_per_machine_and_reused(tmp_path):
+    from connbench.plan.iso_time import CachedTimer
+
+    resolver = FakeResolver()
+    measured = []
+
+    def measure(task, cell, structure, hidden, layers, batch, seq_len):
+        measured.append(hidden)
+        return float(hidden)
+
+    resolver._task = lambda spec: spec  # the fake measure needs no real task
+    path = tmp_path / "iso_time.json"
+    timer = CachedTimer(resolver, measure=measure, path=path)
+    assert timer("copy:length=10", "rnn_tanh", "full", 8, 1, 32, 30) == 8.0
+    assert timer("copy:length=10", "rnn_tanh", "full", 8, 1, 32, 30) == 8.0
+    again = CachedTimer(resolver, measure=measure, path=path)  # a later expansion
+    assert again("copy:length=10", "rnn_tanh", "full", 8, 1, 32, 30) == 8.0
+    assert measured == [8] and path.exists()
+
+
+def test_iso_time_bad_reference_is_one_line():
+    with pytest.raises(SpecError, match="must be a positive integer"):
+        sw.parse_hidden("iso_time:0")
+    assert str(sw.parse_hidden("iso_time:128")) == "iso_time:128"
+
+
+def test_iso_time_refuses_when_the_time_is_all_overhead():
+    resolver = FakeResolver()
+    resolver.__dict__["step_timer"] = lambda *a: 1e-3  # flat: no size is faster or slower
+    with pytest.raises(SpecError, match="step time is overhead"):
+        sw.expand({"tasks": "copy:length=10", "structures": ["full", "diagonal"],
+                   "hidden": "iso_time:64", "kinds": "train"}, name="x", resolver=resolver)

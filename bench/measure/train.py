@@ -47,6 +47,7 @@ def measure_train(trial: Trial, sweep: str | None = None, *,
     conf = result.config  # the settings as used, after task defaults and presets
     base.update(optimizer=conf.get("optimizer"), lr=conf.get("lr"), steps_budget=conf.get("steps"),
                 preset=conf.get("preset"), max_time_s=conf.get("max_time_s"))
+    base["train_settings"] = train_settings_json(conf)
     rows = []
     metrics = dict(result.metrics) or {primary or "loss": math.nan}
     for name, value in metrics.items():
@@ -81,3 +82,14 @@ def _float(v: Any) -> float:
         return float(v)
     except (TypeError, ValueError):
         return math.nan
+
+
+SETTINGS_KEYS = ("steps", "lr", "optimizer", "batch", "clip", "preset", "init", "bias",
+                 "max_time_s", "eval_every")
+
+
+def train_settings_json(config: dict[str, Any]) -> str:
+    """The settings that tell arms apart (budget, lr ...), as canonical JSON for the row."""
+    import json
+
+    return json.dumps({k: config.get(k) for k in SETTINGS_KEYS}, sort_keys=True)

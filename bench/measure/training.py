@@ -3,7 +3,11 @@
 `train()` builds a SequenceModel for a task, trains it with the task's default
 optimizer settings (each overridable, or taken from a named preset such as `trask`),
 evaluates on the task's fixed evaluation set every `eval_every` steps, and stops early
-once the task's solved criterion is met. It never lets a training error escape: a
+once the task's solved criterion is met. That evaluation set is the *validation* set: it
+steers early stopping and the report's learning-rate choice, so the final metrics that
+verdicts use come from a separate *test* set (``task.test_set(seed)``), scored once
+after training (``TrainResult.metrics``; the last validation scores are
+``TrainResult.validation``). It never lets a training error escape: a
 NaN/inf loss gives status `diverged`, any other exception status `failed` with the
 message. Mistakes in the request (unknown task, cell, structure, preset, a bad
 value) raise SpecError before any training starts.
@@ -40,7 +44,7 @@ class TrainResult:
     steps_to_solve: int | None
     steps: int  # optimizer steps actually taken
     wall_time_s: float
-    metrics: dict[str, float]
+    metrics: dict[str, float]  # on the held-out test set, after training
     chance: dict[str, float]
     history: list[dict[str, float | None]]  # step, train_loss (None at step 0), metrics
     params: dict[str, int]  # SequenceModel.param_counts() of the trained model
@@ -50,6 +54,7 @@ class TrainResult:
     stop_reason: str = ""  # solved, steps, time, diverged, failed
     config: dict[str, Any] = field(default_factory=dict)  # effective training settings
     flops_per_step: float = math.nan  # recurrent FLOPs per step of a training batch
+    validation: dict[str, float] = field(default_factory=dict)  # last validation scores
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-safe dict: non-finite floats become None."""
@@ -222,8 +227,27 @@ def train(
     except Exception as exc:  # noqa: BLE001  (a run must report, not crash a sweep)
         result.status, result.stop_reason = "failed", "failed"
         result.error = f"{type(exc).__name__}: {exc}"
+    if result.status == "ok":
+        _score_test_set(model, task, result, seed, device)
     result.wall_time_s = time.perf_counter() - t0
     return result
+
+
+def _score_test_set(model, task, result, seed, device) -> None:
+    """Final metrics on the test set, never seen by early stopping or lr selection."""
+    result.validation = dict(result.metrics)
+    try:
+        test_x, test_y = (t.to(device) for t in task.test_set(seed))
+        metrics = evaluate(model, task, test_x, test_y)
+    except Exception as exc:  # noqa: BLE001  (a run must report, not crash a sweep)
+        result.status, result.stop_reason = "failed", "failed"
+        result.error = f"test set: {type(exc).__name__}: {exc}"
+        return
+    if not all(math.isfinite(v) for v in metrics.values()):
+        result.status, result.stop_reason = "diverged", "diverged"
+        result.error = "non-finite metric on the test set"
+        return
+    result.metrics = metrics
 
 
 def _loop(model, task, opt, defaults, result, seed, device, progress, max_time_s,

@@ -54,6 +54,10 @@ until training fails or ``max`` is reached, then bisected until the bracket is w
 types, that every task has the option); the runner makes each probed cell with
 :func:`with_task_option`.
 
+``hidden = "iso_time:H"`` picks the size whose measured fwd+bwd time per step matches
+full's at hidden H on this machine (connbench.plan.iso_time; timed at expansion and
+cached per machine); trained for the same steps as every other cell.
+
 ``hidden = "iso_params:N"`` picks, per (task shape, structure, cell, layers), the valid
 size (up to :data:`MAX_HIDDEN`) whose whole model has the total parameter count
 closest to N (ties go to the smaller size). The chosen size is ``Cell.hidden``; the
@@ -97,7 +101,7 @@ except ModuleNotFoundError:  # Python 3.10
 
 # Bump when the harness changes what a measurement means (model assembly, timing
 # method, training loop): old results then get new ids and are never mixed with new.
-HARNESS_VERSION = 2  # 2: trial/kind/pass/structure words; rows of version 1 are not mixed in
+HARNESS_VERSION = 3  # 3: final train metrics on a held-out test set (2: words; 1: first release)
 
 SWEEPS_DIR = Path(__file__).parent / "sweeps"
 
@@ -315,9 +319,10 @@ class Resolver:
 
 @dataclass(frozen=True)
 class HiddenRequest:
-    """A fixed size, or a budget (``iso_params:N``) resolved per structure."""
+    """A fixed size, or a budget (``iso_params:N``, ``iso_time:H``) resolved per
+    structure."""
 
-    kind: str          # "size" or "iso_params"
+    kind: str          # "size", "iso_params" or "iso_time"
     value: int
 
     def __str__(self) -> str:
@@ -337,10 +342,6 @@ def parse_hidden(value: Any) -> HiddenRequest:
         m = _BUDGET_RE.match(text)
         if m:
             kind, number = m.groups()
-            if kind == "iso_time":
-                raise SpecError(
-                    f"hidden={value!r}: iso_time budgets are not supported yet; "
-                    "use a size or iso_params:N")
             try:
                 n = float(number.replace("_", ""))
             except ValueError:
@@ -352,8 +353,9 @@ def parse_hidden(value: Any) -> HiddenRequest:
                                 f"parameters, beyond any size up to {MAX_HIDDEN}")
             return HiddenRequest(kind, int(n))
     raise SpecError(
-        f"hidden={value!r} is not a size; allowed: a positive integer or "
-        "'iso_params:N' (a total-parameter budget)")
+        f"hidden={value!r} is not a size; allowed: a positive integer, "
+        "'iso_params:N' (a total-parameter budget) or 'iso_time:H' (full's step time "
+        "at hidden H)")
 
 
 # ------------------------------------------------------------------------- loading
@@ -859,8 +861,11 @@ class _Plan:
                 reason = str(exc)
         else:
             try:
-                hidden = iso_params_size(self.r, request.value, task, raw["cell"], conn,
-                                         raw["layers"])
+                if request.kind == "iso_time":
+                    hidden = self._iso_time(request.value, task, raw, conn, batch, seq_len)
+                else:
+                    hidden = iso_params_size(self.r, request.value, task, raw["cell"],
+                                             conn, raw["layers"])
             except SpecError as exc:
                 hidden, reason = 0, str(exc)
         versions = _versions(self.r, task, conn)
@@ -868,6 +873,27 @@ class _Plan:
                     raw["layers"], seq_len, batch, raw["seed"], raw["device"], raw["dtype"],
                     dict(raw["options"]), versions)
         return dataclasses.replace(cell, trial_id=compute_cell_id(cell)), reason
+
+
+    def _iso_time(self, reference: int, task: str, raw: dict[str, Any], conn: str,
+                  batch: int | None, seq_len: int | None) -> int:
+        """The size of ``conn`` whose fwd+bwd step time matches full's at ``reference``
+        (connbench.plan.iso_time), timed at the cell's batch and length."""
+        from connbench.plan.iso_time import iso_time_size
+
+        timer = self.r.__dict__.get("step_timer")
+        if timer is None:
+            from connbench.plan.iso_time import CachedTimer
+
+            timer = self.r.__dict__["step_timer"] = CachedTimer(self.r)
+        cache = self.r.__dict__.setdefault("_iso_time", {})
+        key = (reference, self.r.model_shape(task), raw["cell"], conn, raw["layers"],
+               batch, seq_len)
+        if key not in cache:
+            cache[key] = iso_time_size(valid_sizes(self.r, conn), timer, reference, task,
+                                       raw["cell"], conn, raw["layers"], batch or 32,
+                                       seq_len or 100)
+        return cache[key]
 
 
 _MISSING = object()

@@ -7,6 +7,8 @@ the butterfly check import ``connbench.nn.structures`` lazily, elsewhere).
 from __future__ import annotations
 
 import glob
+import json
+import math
 import os
 
 import numpy as np
@@ -82,9 +84,25 @@ def prepare(df: pd.DataFrame) -> pd.DataFrame:
     df["hidden_request"] = df["hidden_request"].astype("string").fillna(hidden_str).fillna("?")
     df["task_spec"] = df["task_spec"].astype("string").fillna(df["task"].astype("string"))
     df["device"] = df["device"].astype("string").fillna("cpu")
+    settings = [_settings(v) for v in df["train_settings"]]
+    df["budget"] = pd.array([s.get("steps") for s in settings], dtype="Int64")
+    df["lr"] = pd.array([s.get("lr") for s in settings], dtype="Float64")
+    df["preset"] = pd.array([s.get("preset") for s in settings], dtype="string")
     sort_cols = ["kind", "pass", "task_spec", "structure_spec", "cell", "hidden_request",
                  "hidden", "seq_len", "device", "seed", "metric", "step", "trial_id"]
     return df.sort_values(sort_cols, kind="mergesort", na_position="first").reset_index(drop=True)
+
+
+def _settings(text) -> dict:
+    """The row's training settings (train_settings JSON); {} when absent or unreadable
+    (rows written before the column existed)."""
+    if text is None or (isinstance(text, float) and math.isnan(text)) or pd.isna(text):
+        return {}
+    try:
+        out = json.loads(str(text))
+    except ValueError:
+        return {}
+    return out if isinstance(out, dict) else {}
 
 
 def is_iso(hidden_request) -> bool:
@@ -158,12 +176,15 @@ def curve_rows(df: pd.DataFrame) -> pd.DataFrame:
     return df[(df["kind"] == "train") & df["step"].notna() & df["value"].notna()]
 
 
-def train_rows(df: pd.DataFrame, primary_only: bool = True) -> pd.DataFrame:
+def train_rows(df: pd.DataFrame, primary_only: bool = True,
+               choose_lr: bool = True) -> pd.DataFrame:
     """Final task metrics, one row per (arm, structure, seed).
 
     A diverged run is a failed seed, not a missing one: dropping it would flatter the
     structure, so a diverged row without a value scores the chance level. Failed
-    (crashed) cells are left out; the report lists them.
+    (crashed) cells are left out; the report lists them. Where an arm trained a
+    structure at several learning rates, only the seeds of its chosen one (best median
+    validation score, see lr_choice) are kept, unless ``choose_lr`` is False.
     """
     rows = df[final_train(df) & df["status"].isin(["ok", "diverged"])].copy()
     if primary_only:
@@ -174,14 +195,99 @@ def train_rows(df: pd.DataFrame, primary_only: bool = True) -> pd.DataFrame:
     rows = rows[rows["value"].notna()]
     rows["solved"] = rows["solved"].fillna(False).astype(bool)
     rows["higher_is_better"] = rows["higher_is_better"].fillna(True).astype(bool)
-    return rows.reset_index(drop=True)
+    rows = rows.reset_index(drop=True)
+    if primary_only and choose_lr:
+        rows = rows[_chosen_lr_mask(rows, df)].reset_index(drop=True)
+    return rows
 
 
-ARM = ["task_spec", "cell", "hidden_request"]
+# An arm: what a verdict compares structures within. The training budget (steps) is
+# part of it, so a sweep with two budgets (the `trask` sweep's 10,000 and 50,000) gives
+# two arms instead of pooling them. The learning rate is not: it is tuned per structure.
+ARM = ["task_spec", "cell", "hidden_request", "budget"]
 
 
-def arm_name(task_spec, cell, hidden_request) -> str:
-    return f"{task_spec} · {cell} · H={hidden_request}"
+def arm_name(task_spec, cell, hidden_request, budget=None) -> str:
+    steps = "" if budget is None or pd.isna(budget) else f" · {int(budget):,} steps"
+    return f"{task_spec} · {cell} · H={hidden_request}{steps}"
+
+
+THREAD_PRESET = "trask"
+
+
+def full_passed(rows: pd.DataFrame) -> bool | None:
+    """The positive control of one arm's rows: did full beat chance (the lower end of
+    its median's 95 % CI past chance, in the good direction)? None without full rows
+    or a chance level. The rule is the one verdicts.py applies."""
+    from connbench.report.stats import bootstrap_median_ci
+
+    full = rows[rows["label"] == "full"]
+    chance = full["chance"].dropna()
+    if full.empty or chance.empty:
+        return None
+    ci = bootstrap_median_ci(full["value"])
+    ch = float(chance.median())
+    if bool(full["higher_is_better"].fillna(True).iloc[0]):
+        return bool(ci.low > ch)
+    return bool(ci.high < ch)
+
+
+def thread_mask(rows: pd.DataFrame) -> pd.Series:
+    """Rows of the thread's own experiment: Trask's preset (or, in rows written before
+    train_settings existed, its unmistakable shape: sigmoid cell, batch 1)."""
+    preset = rows["preset"].astype("string") if "preset" in rows else None
+    by_preset = (preset == THREAD_PRESET).fillna(False) if preset is not None else False
+    legacy = (rows["cell"] == "rnn_sigmoid") & (rows["batch"] == 1)
+    if preset is not None:
+        legacy &= preset.isna()
+    return (by_preset | legacy.fillna(False)).astype(bool)
+
+
+def validation_scores(rows: pd.DataFrame, df: pd.DataFrame) -> pd.Series:
+    """Per final row: the last learning-curve value of its metric in the same trial,
+    i.e. the score on the validation set that early stopping saw (never the test-set
+    value the verdicts use). NaN when the trial logged no curve."""
+    curves = curve_rows(df)
+    if curves.empty:
+        return pd.Series(np.nan, index=rows.index)
+    last = (curves.sort_values("step", kind="mergesort")
+            .groupby(["trial_id", "metric"])["value"].last())
+    keys = list(zip(rows["trial_id"], rows["metric"], strict=True))
+    return pd.Series([float(last.get(k, np.nan)) for k in keys], index=rows.index)
+
+
+def lr_choice(rows: pd.DataFrame, df: pd.DataFrame) -> pd.DataFrame:
+    """The learning rate picked per (arm, structure): the best median over seeds of the
+    validation score. Columns: ARM..., label, lr, validation, candidates."""
+    cols = [*ARM, "label", "lr", "validation", "candidates"]
+    if rows.empty:
+        return pd.DataFrame(columns=cols)
+    r = rows.assign(validation=validation_scores(rows, df).to_numpy())
+    r["lr_key"] = r["lr"].astype("Float64").fillna(-1.0).astype(float)
+    out = []
+    for key, g in r.groupby([*ARM, "label"], sort=True, dropna=False):
+        sign = 1.0 if bool(g["higher_is_better"].iloc[0]) else -1.0
+        per_lr = g.groupby("lr_key")["validation"].median()
+        # a diverged or curve-less setting scores worst, never best
+        score = (sign * per_lr).fillna(-math.inf)
+        best = float(score.idxmax())
+        out.append((*key, None if best < 0 else best, float(per_lr[best]),
+                    ", ".join("n/a" if k < 0 else f"{k:g}" for k in sorted(per_lr.index))))
+    return pd.DataFrame(out, columns=cols)
+
+
+def _chosen_lr_mask(rows: pd.DataFrame, df: pd.DataFrame) -> np.ndarray:
+    """Keep, per (arm, structure), only the seeds trained at its chosen learning rate."""
+    lrs = rows["lr"].astype("Float64").fillna(-1.0).astype(float)
+    n_lr = lrs.groupby([rows[c].astype(str) for c in [*ARM, "label"]]).transform("nunique")
+    if rows.empty or (n_lr <= 1).all():
+        return np.ones(len(rows), dtype=bool)
+    choice = lr_choice(rows, df)
+    chosen = {tuple(str(v) for v in k): (-1.0 if pd.isna(lr) else lr)
+              for *k, lr in choice[[*ARM, "label", "lr"]].itertuples(index=False)}
+    keys = rows[[*ARM, "label"]].astype(str).itertuples(index=False)
+    keep = [chosen.get(tuple(k), v) == v for k, v in zip(keys, lrs, strict=True)]
+    return np.array(keep, dtype=bool)
 
 
 def mixed_budget_arms(df: pd.DataFrame) -> list[str]:
@@ -193,7 +299,7 @@ def mixed_budget_arms(df: pd.DataFrame) -> list[str]:
     """
     rows = train_rows(df)
     out = []
-    for key, g in rows.groupby(ARM, sort=True):
+    for key, g in rows.groupby(ARM, sort=True, dropna=False):
         cells = g.groupby(["label", "seed"])["trial_id"].nunique()
         if (cells > 1).any():
             out.append(f"{arm_name(*key)} (up to {int(cells.max())} runs per structure "

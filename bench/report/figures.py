@@ -244,8 +244,12 @@ def fig_metric_per_structure(df, styles, path, dpi):
         ax.set_xlabel("structure")
         ax.set_ylabel(_metric_label(sub))
         hs = ", ".join(reqs)
-        ax.set_title(f"{task_spec} · {cell} · H={hs}" + (" (left→right)" if len(reqs) > 1
-                                                          else ""))
+        title = f"{task_spec} · {cell} · H={hs}" + (" (left→right)" if len(reqs) > 1
+                                                     else "")
+        if D.full_passed(sub) is False:  # positive control failed: says nothing
+            title += "\nUNINFORMATIVE: full did not beat chance"
+            ax.set_facecolor("#eeeeee")
+        ax.set_title(title)
     hide_unused(axes, len(panels))
     handles, names = unique_handles(axes.flat)
     handles = [_grey(h, n) for h, n in zip(handles, names, strict=False)]
@@ -382,6 +386,9 @@ def fig_learning_curves(df, styles, path, dpi):
     hist = D.curve_rows(df)
     hist = hist[hist["primary"].fillna(False).astype(bool)]
     hist = hist[~D.iso_mask(hist["hidden_request"])]
+    # only the runs the tables use (each structure's chosen lr), and no step 0: the
+    # untrained model's score would set the axis range and squash every curve
+    hist = hist[hist["trial_id"].isin(set(D.train_rows(df)["trial_id"])) & (hist["step"] > 0)]
     if hist.empty:
         return "no learning-curve rows"
     panels = _panels(hist)
@@ -391,10 +398,13 @@ def fig_learning_curves(df, styles, path, dpi):
         sub = hist[(hist["task_spec"] == task_spec) & (hist["cell"] == cell)]
         req = _main_request(sub)
         sub = sub[sub["hidden_request"] == req]
-        for lab in label_order(sub["label"]):
-            colour, _ = styles[lab]
+        for i, lab in enumerate(label_order(sub["label"])):
+            colour, marker = styles[lab]
             curve = learning_curves(sub[sub["label"] == lab])
-            ax.plot(curve["step"], curve["median"], color=colour, linewidth=1.5, label=lab)
+            # marker and dash pattern as well as colour: ten lines stay distinguishable
+            ax.plot(curve["step"], curve["median"], color=colour, linewidth=1.5, label=lab,
+                    marker=marker, markevery=max(1, len(curve) // 6), markersize=5,
+                    linestyle=("-", "--", "-.", ":")[i % 4])
             ax.fill_between(curve["step"], curve["q25"], curve["q75"], color=colour,
                             alpha=0.15, linewidth=0)
         chance = sub["chance"].dropna()

@@ -13,10 +13,12 @@ import pandas as pd
 
 from connbench.report import data as D
 from connbench.report import verdicts as V
+from connbench.report.answer import answer_paragraph
 from connbench.report.claims import Claim
 from connbench.report.figures import FIGURES, lookback_table, speedup_table
 from connbench.report.stats import bootstrap_median_ci
 from connbench.report.style import label_order
+from connbench.report.thread import thread_section
 
 
 def _duration(seconds: float) -> str:
@@ -144,7 +146,7 @@ def task_table_section(df: pd.DataFrame) -> list[str]:
              "| task · cell · H | metric | chance | " + " | ".join([]) + "structure | "
              "median [CI] | solved | median steps to solve |",
              "|---|---|---|---|---|---|---|"]
-    for key, g in rows.groupby(D.ARM, sort=True):
+    for key, g in rows.groupby(D.ARM, sort=True, dropna=False):
         chance = g["chance"].dropna()
         ch = f"{float(chance.median()):.3g}" if len(chance) else "n/a"
         for lab in label_order(g["label"]):
@@ -182,25 +184,36 @@ RULES = [
     f"of medians (structure − full, good direction) has its lower end above −{V.MATCH_MARGIN:.0%}"
     " of full's gain over chance (not supported: its upper end is below that).",
     "- Both need full to have beaten chance (lower end of its CI above chance), else "
-    "inconclusive.",
-    f"- Both need at least {V.MIN_SEEDS} seeds on each side: one seed has no spread, so "
-    "its verdict is inconclusive (the table says what the point estimates lean to).",
+    f"{V.UNINFORMATIVE}.",
+    f"- Both need at least {V.MIN_SEEDS} seeds on each side; with fewer the verdict is "
+    "inconclusive and the table says what the point estimates lean to.",
+    f"- **{V.UNINFORMATIVE}**: full itself did not beat chance on that arm (its positive "
+    "control failed); the comparison is shown but counts for nothing.",
+    "- An inconclusive comparison says which way its median leans.",
     f"- **far fewer parameters**: the other count is at least {V.FAR_FACTOR:g}× larger.",
     "- Several arms (tasks, cells, sizes) are combined unanimously: all supported → "
-    "supported, all not supported → not supported, otherwise inconclusive.",
+    "supported, all not supported → not supported, otherwise inconclusive. Claims 1–2 "
+    "are decided in the thread's own setting (Trask's preset) when the sweep has it; "
+    "other settings are reported beside them.",
     "- Seeds: a diverged run counts as a chance-level seed. Bootstrap: percentile, 4,000 "
-    "resamples, fixed seed. With 3 seeds a CI is close to [min, max] and the smallest "
-    "two-sided Mann–Whitney p is 0.1: read the seeds, not just the verdict.",
+    "resamples, fixed seed. With 5 seeds a CI is close to [min, max] and the smallest "
+    "two-sided Mann–Whitney p is 0.008: read the seeds, not just the verdict.",
 ]
 
 
-def claims_section(claims: list[Claim], figures: dict[str, str | None]) -> list[str]:
-    lines = ["## Claims", "", "Verdict rules (bench/report/verdicts.py):", ""] + RULES + [""]
-    lines += ["| # | claim | verdict |", "|---|---|---|"]
+def claims_table_section(claims: list[Claim]) -> list[str]:
+    """The verdict of every claim, right after the answer."""
+    lines = ["## Claims", "", "| # | claim | verdict |", "|---|---|---|"]
     for i, c in enumerate(claims, 1):
         lines.append(f"| {i} | {c.title} | **{c.verdict}**"
                      + (" (no data)" if c.needs_sweep else "") + " |")
-    lines.append("")
+    return lines + ["", "Each claim's test, evidence and figures are under "
+                    "[The claims in detail](#the-claims-in-detail).", ""]
+
+
+def claims_section(claims: list[Claim], figures: dict[str, str | None]) -> list[str]:
+    lines = ["## The claims in detail", "", "Verdict rules (bench/report/verdicts.py):",
+             ""] + RULES + [""]
     for i, c in enumerate(claims, 1):
         links = [f"[{name}](figures/{name}.png)" for name in c.figures
                  if figures.get(name, "missing") is None]
@@ -217,14 +230,61 @@ def claims_section(claims: list[Claim], figures: dict[str, str | None]) -> list[
     return lines
 
 
+def positive_controls_section(df: pd.DataFrame) -> list[str]:
+    """Did full learn each arm? An arm where it did not is uninformative: no structure
+    can be judged against a reference that learned nothing."""
+    rows = D.train_rows(df)
+    full = rows[rows["label"] == "full"]
+    if full.empty:
+        return []
+    lines = ["### Positive controls: did full learn each arm?", "",
+             "| arm | metric | full median [95 % CI] | chance / baseline | seeds | control |",
+             "|---|---|---|---|---|---|"]
+    for key, g in full.groupby(D.ARM, sort=True, dropna=False):
+        ci = bootstrap_median_ci(g["value"])
+        chance = g["chance"].dropna()
+        ch = float(chance.median()) if len(chance) else math.nan
+        passed = D.full_passed(g) is not False
+        verdict = "passed" if passed else f"**failed**: comparisons {V.UNINFORMATIVE}"
+        lines.append(f"| {D.arm_name(*key)} | {g['metric'].iloc[0]} | {ci.fmt()} | "
+                     f"{ch:.3g} | {len(g)} | {verdict} |")
+    return lines + [""]
+
+
+def lr_section(df: pd.DataFrame) -> list[str]:
+    """The learning rate chosen per (arm, structure) on the validation set, where the
+    sweep trained a grid; empty when every structure had one lr."""
+    rows = D.train_rows(df, choose_lr=False)
+    choice = D.lr_choice(rows, df)
+    if choice.empty or not (choice["candidates"].str.contains(",")).any():
+        return []
+    lines = ["### Learning rates: chosen per structure on held-out validation sequences",
+             "", "Each structure trains at every lr of the grid; the lr with the best "
+             "median validation score (the evaluation set early stopping sees) is kept, "
+             "and its seeds are scored on a separate test set for every table and "
+             "verdict.", "",
+             "| arm | structure | lr grid | chosen lr | validation median |",
+             "|---|---|---|---|---|"]
+    for r in choice.itertuples(index=False):
+        key = tuple(getattr(r, c) for c in D.ARM)
+        lr = "n/a" if r.lr is None or pd.isna(r.lr) else f"{r.lr:g}"
+        lines.append(f"| {D.arm_name(*key)} | {r.label} | {r.candidates} | {lr} | "
+                     f"{r.validation:.3g} |")
+    return lines + [""]
+
+
 def render(df: pd.DataFrame, sweep: str, figures: dict[str, str | None],
            claims: list[Claim]) -> str:
     lines = [f"# connbench report: `{sweep}`", "",
              "Does an RNN need full hidden-to-hidden connectivity? Written by "
              f"`connbench report {sweep}` from the results store only.", ""]
+    lines += answer_paragraph(claims)
+    lines += claims_table_section(claims)
     lines += setup_section(df, sweep)
+    lines += thread_section(df)
     lines += claims_section(claims, figures)
     lines += ["## Key tables", ""]
+    lines += positive_controls_section(df) + lr_section(df)
     lines += speed_table_section(df) + params_table_section(df)
     lines += task_table_section(df) + lookback_section(df)
     lines += failures_section(df)

@@ -13,11 +13,13 @@ Thresholds (also printed in REPORT.md):
   of the 95 % bootstrap CI of the difference of medians (structure − full, good
   direction) is above −5 % of full's gain over chance; it does *not match* when the
   upper end is below that margin. A structure better than full matches it.
-* Both rules need full itself to have learned: the lower end of full's CI must be
-  above chance; otherwise the comparison is inconclusive.
-* Anything between the two sides of a rule is *inconclusive*.
-* MIN_SEEDS = 2 — with a single seed on either side there is no spread to judge: the
-  verdict is *inconclusive* and the reason says what the point estimates alone lean to.
+* Both rules need full itself to have learned (the positive control): the lower end of
+  full's CI must be above chance; otherwise the comparison is *uninformative*, shown as
+  such and not counted in any verdict.
+* Anything between the two sides of a rule is *inconclusive*; its reason says which way
+  the point estimate leans.
+* MIN_SEEDS = 5 — an arm with fewer seeds on either side is *inconclusive* and the
+  reason says what the point estimates alone lean to and how many seeds would settle it.
 """
 
 from __future__ import annotations
@@ -38,10 +40,12 @@ from connbench.report.stats import (
 SUPPORTED = "supported"
 NOT_SUPPORTED = "not supported"
 INCONCLUSIVE = "inconclusive"
+# full itself stayed at chance on this arm: the comparison says nothing about structure
+UNINFORMATIVE = "uninformative"
 
 FAIL_FRACTION = 0.25
 MATCH_MARGIN = 0.05
-MIN_SEEDS = 2
+MIN_SEEDS = 5
 FAR_FACTOR = 4.0  # "far fewer parameters": the other count is at least 4x larger
 
 
@@ -84,7 +88,7 @@ def fails(x_values, full_values, chance: float, higher_is_better: bool) -> Compa
         out.reason = "the metric has no chance level"
         return out
     if not _full_learned(f_ci, chance):
-        out.reason = "full itself did not beat chance"
+        out.verdict, out.reason = UNINFORMATIVE, "full itself did not beat chance"
         return out
     scale = f_ci.estimate
     out.fraction = Interval(x_ci.estimate / scale, x_ci.low / scale, x_ci.high / scale)
@@ -94,7 +98,9 @@ def fails(x_values, full_values, chance: float, higher_is_better: bool) -> Compa
         out.verdict = NOT_SUPPORTED
         out.reason = f"whole CI at or above {FAIL_FRACTION:.0%} of full's gain"
     else:
-        out.reason = f"CI straddles {FAIL_FRACTION:.0%} of full's gain"
+        lean = "fails" if out.fraction.estimate < FAIL_FRACTION else "does not fail"
+        out.reason = (f"CI straddles {FAIL_FRACTION:.0%} of full's gain; the median "
+                      f"({out.fraction.estimate:.0%}) leans to '{lean}'")
     return _enough_seeds(out)
 
 
@@ -111,7 +117,7 @@ def matches(x_values, full_values, chance: float, higher_is_better: bool) -> Com
         out.reason = "no seeds"
         return out
     if not _full_learned(f_ci, chance):
-        out.reason = "full itself did not beat chance"
+        out.verdict, out.reason = UNINFORMATIVE, "full itself did not beat chance"
         return out
     out.margin = MATCH_MARGIN * abs(f_ci.estimate)
     if diff.low >= -out.margin:
@@ -119,24 +125,28 @@ def matches(x_values, full_values, chance: float, higher_is_better: bool) -> Com
     elif diff.high < -out.margin:
         out.verdict, out.reason = NOT_SUPPORTED, "CI of the difference below −margin"
     else:
-        out.reason = "CI of the difference straddles −margin"
+        lean = "matches" if diff.estimate >= -out.margin else "does not match"
+        out.reason = f"CI of the difference straddles −margin; the median leans to '{lean}'"
     return _enough_seeds(out)
 
 
 def _enough_seeds(out: Comparison) -> Comparison:
-    """Demote a verdict drawn from a single seed to inconclusive, keeping its lean."""
+    """Demote a verdict drawn from fewer than MIN_SEEDS seeds to inconclusive, keeping
+    its lean and saying what run would settle it."""
     n = min(out.n_x, out.n_full)
     if n < MIN_SEEDS and out.verdict != INCONCLUSIVE:
-        out.reason = (f"{n} seed: the point estimates alone say '{out.verdict}', but one "
-                      "seed has no spread to judge")
+        seeds = "seed" if n == 1 else "seeds"
+        out.reason = (f"{n} {seeds}: the point estimates alone say '{out.verdict}'; "
+                      f"rerun the arm with at least {MIN_SEEDS} seeds to settle it")
         out.verdict = INCONCLUSIVE
     return out
 
 
 def combine(verdicts) -> str:
     """One verdict from several arms: unanimous, or inconclusive when they disagree
-    or when there is nothing to combine."""
-    vs = list(verdicts)
+    or when there is nothing to combine. Uninformative arms (full at chance) count
+    for nothing either way."""
+    vs = [v for v in verdicts if v != UNINFORMATIVE]
     if vs and all(v == SUPPORTED for v in vs):
         return SUPPORTED
     if vs and all(v == NOT_SUPPORTED for v in vs):

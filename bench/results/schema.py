@@ -64,6 +64,8 @@ COLUMNS: list[tuple[str, str, str]] = [
     ("solved", "boolean", "the task's solved criterion was met"),
     ("steps_to_solve", "Int64", "training steps until solved, <NA> if never"),
     ("train_steps", "Int64", "training steps run"),
+    ("train_settings", "string", "JSON of the effective training settings (train rows): "
+     "steps budget, lr, optimizer, batch, clip, preset, init, bias, max_time_s"),
     ("wall_time_s", "float64", "wall time of the measurement"),
     # the trial's settings (what a row was measured with; None where they do not apply)
     ("optimizer", "string", "train: optimizer used (sgd, adam, rmsprop), after task defaults"),
