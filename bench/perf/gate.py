@@ -27,7 +27,6 @@ import contextlib
 import json
 import math
 import os
-import platform
 import statistics
 import time
 from collections.abc import Iterable, Iterator
@@ -431,27 +430,10 @@ def pooled(paths: Iterable[str | os.PathLike], settings: Settings) -> Measuremen
 
 
 def machine() -> dict:
-    """Where the numbers come from (for the table header and the JSON)."""
-    cpu, cpu_id = platform.processor() or platform.machine(), ""
-    with contextlib.suppress(OSError):
-        fields = {}
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            key, _, value = line.partition(":")
-            if not key.strip():
-                break  # first processor only
-            fields.setdefault(key.strip(), value.strip())
-        cpu = fields.get("model name", cpu)
-        if "cpu family" in fields and "model" in fields:
-            # VMs often hide the model number from the name ("AMD EPYC"); family and
-            # model still tell CPU generations apart
-            cpu_id = f"f{fields['cpu family']}m{fields['model']}"
-    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
-    info = {"cpu": cpu, "cpu_id": cpu_id, "cores": os.cpu_count(), "gpu": gpu,
-            "torch": torch.__version__, "threads": torch.get_num_threads(),
-            "python": platform.python_version()}
-    with contextlib.suppress(OSError, AttributeError):
-        info["loadavg"] = [round(x, 2) for x in os.getloadavg()]
-    return info
+    """Where the numbers come from (connbench.results.environment, the one collector)."""
+    from connbench.results.environment import machine as collect
+
+    return collect()
 
 
 def fingerprint(info: dict | None = None) -> str:

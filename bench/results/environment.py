@@ -28,19 +28,54 @@ def now_utc() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
-def cpu_model() -> str:
-    """The CPU's marketing name (from /proc/cpuinfo on Linux)."""
+@functools.lru_cache(maxsize=1)
+def _cpuinfo() -> dict[str, str]:
+    """The first processor's fields of /proc/cpuinfo (empty where there is none)."""
+    fields: dict[str, str] = {}
     try:
         with open("/proc/cpuinfo") as fh:
             for line in fh:
                 key, _, value = line.partition(":")
-                # x86 says "model name"; some ARM kernels say "Model" or "Processor"
-                if key.strip().lower() in ("model name", "model", "processor") and \
-                        not value.strip().isdigit():
-                    return value.strip()
+                if not key.strip():
+                    break  # first processor only
+                fields.setdefault(key.strip(), value.strip())
     except OSError:
         pass
+    return fields
+
+
+def cpu_model() -> str:
+    """The CPU's marketing name (from /proc/cpuinfo on Linux)."""
+    for key, value in _cpuinfo().items():
+        # x86 says "model name"; some ARM kernels say "Model" or "Processor"
+        if key.lower() in ("model name", "model", "processor") and not value.isdigit():
+            return value
     return platform.processor() or platform.machine()
+
+
+def cpu_id() -> str:
+    """Family and model numbers ("f25m17"): VMs often hide the model from the name
+    ("AMD EPYC"), and these still tell CPU generations apart."""
+    info = _cpuinfo()
+    if "cpu family" in info and "model" in info:
+        return f"f{info['cpu family']}m{info['model']}"
+    return ""
+
+
+def machine() -> dict[str, Any]:
+    """Where timings come from, for the gate's and the benchmarks' headers and JSON."""
+    import torch
+
+    info: dict[str, Any] = {
+        "cpu": cpu_model(), "cpu_id": cpu_id(), "cores": os.cpu_count(),
+        "gpu": gpu_name("cuda") or None, "torch": torch.__version__,
+        "threads": torch.get_num_threads(), "python": platform.python_version(),
+    }
+    try:
+        info["loadavg"] = [round(x, 2) for x in os.getloadavg()]
+    except (OSError, AttributeError):
+        pass
+    return info
 
 
 def _git(*args: str) -> str | None:
