@@ -176,6 +176,20 @@ class Registry:
 
         return deco
 
+    def register_class(self, name: str, description: str, base: type,
+                       options: Iterable[Option] = (), **info: Any) -> Callable[[type], type]:
+        """Class decorator: register a subclass of ``base`` under ``name`` (its ``name``)."""
+        register = self.register(name, description, options, **info)
+
+        def deco(cls: type) -> type:
+            if not (isinstance(cls, type) and issubclass(cls, base)):
+                raise TypeError(f"{self.kind} {name!r}: {cls!r} is not a subclass of "
+                                f"connbench.{base.__name__}")
+            cls.name = name
+            return register(cls)
+
+        return deco
+
     def names(self) -> list[str]:
         return list(self._entries)
 

@@ -48,7 +48,8 @@ def main(argv: list[str] | None = None) -> int:
     import pytest
     import torch
 
-    from connbench.perf.gate import fingerprint, machine
+    from connbench.perf.gate import fingerprint
+    from connbench.results.environment import machine
 
     torch.set_num_threads(int(os.environ["CONNBENCH_THREADS"]))
     fp = fingerprint(machine())

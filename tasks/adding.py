@@ -23,7 +23,6 @@ from connbench.tasks.base import Task, TrainDefaults, register_task
     options=[Option("length", int, 100, "sequence length T")],
 )
 class Adding(Task):
-    name = "adding"
     version = 1
     input_size = 2
     output_size = 1

@@ -21,16 +21,8 @@ REGISTRY = Registry("task")
 def register_task(name: str, description: str,
                   options: Iterable[Option] = ()) -> Callable[[type], type]:
     """Class decorator: register a ``Task`` subclass under ``name``."""
-    register = REGISTRY.register(name, description, options)
+    return REGISTRY.register_class(name, description, Task, options)
 
-    def deco(cls: type) -> type:
-        if not (isinstance(cls, type) and issubclass(cls, Task)):
-            raise TypeError(f"register_task({name!r}): {cls!r} is not a connbench.Task "
-                            "subclass")
-        cls.name = name
-        return register(cls)
-
-    return deco
 
 # Optimizers connbench.measure.training knows how to build; tasks may only name these.
 OPTIMIZERS = ("sgd", "adam", "rmsprop")

@@ -44,7 +44,6 @@ TRASK = Preset(
     ],
 )
 class BinaryAddition(Task):
-    name = "binary_addition"
     version = 1
     input_size = 2
     output_size = 1

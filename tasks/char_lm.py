@@ -52,7 +52,6 @@ def _load(path: str) -> tuple[str, torch.Tensor]:
     ],
 )
 class CharLM(Task):
-    name = "char_lm"
     version = 1
     vocab = True
     readout = "every_step"

@@ -30,7 +30,6 @@ ALPHABET = 10
     options=[Option("length", int, 100, "delay T between the data and the recall")],
 )
 class Copy(Task):
-    name = "copy"
     version = 1
     input_size = ALPHABET
     output_size = ALPHABET

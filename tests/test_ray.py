@@ -51,3 +51,27 @@ def test_ray_matches_local(tmp_path, tmp_path_factory):
     tb = b[(b["kind"] == "train") & b["step"].isna()].sort_values(["trial_id", "metric"])
     assert ta["trial_id"].tolist() == tb["trial_id"].tolist()
     assert ta["value"].to_numpy() == pytest.approx(tb["value"].to_numpy(), abs=0.05, nan_ok=True)
+
+
+def test_runtime_env_ships_connbench_and_the_plugins(tmp_path, monkeypatch):
+    import importlib
+    import sys
+    from pathlib import Path
+
+    from connbench import plugins
+    from connbench.run.ray import runtime_env
+
+    (tmp_path / "lab_plugin.py").write_text("VALUE = 1\n")  # registers nothing: no side effects
+    monkeypatch.syspath_prepend(str(tmp_path))
+    importlib.import_module("lab_plugin")
+    monkeypatch.setattr(plugins, "_loaded", ["lab_plugin"])
+    try:
+        env = runtime_env(ship_connbench=True)
+    finally:
+        sys.modules.pop("lab_plugin", None)
+    assert env["env_vars"] == {plugins.ENV: "lab_plugin"}
+    package, plugin = map(Path, env["py_modules"])
+    # importable under its own name on a node: connbench with tasks inside, as installed
+    assert package.name == "connbench" and (package / "tasks" / "copy.py").is_file()
+    assert (package / "nn" / "structures" / "base.py").is_file()
+    assert plugin.name == "lab_plugin" and (plugin / "__init__.py").read_text() == "VALUE = 1\n"

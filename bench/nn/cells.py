@@ -31,13 +31,12 @@ GATES: dict[str, int] = {}  # cell name -> number of gates (kept by register_cel
 
 def register_cell(name: str, description: str, options=()):
     """Class decorator: register a ``Cell`` subclass under ``name``."""
-    register = CELLS.register(name, description, options)
+    register = CELLS.register_class(name, description, Cell, options)
 
     def deco(cls):
-        if not (isinstance(cls, type) and issubclass(cls, Cell)):
-            raise TypeError(f"register_cell({name!r}): {cls!r} is not a Cell subclass")
+        register(cls)  # checks that cls is a Cell first
         GATES[name] = cls.gates
-        return register(cls)
+        return cls
 
     return deco
 

@@ -58,17 +58,8 @@ def register_structure(name: str, description: str, options: Iterable[Option] = 
     options = list(options)
     if not any(o.name == "init" for o in options):
         options.append(_INIT)
-    register = REGISTRY.register(name, description, options, example=example, size=size,
-                                 color=color, marker=marker)
-
-    def deco(cls: type) -> type:
-        if not (isinstance(cls, type) and issubclass(cls, Structure)):
-            raise TypeError(f"register_structure({name!r}): {cls!r} is not a "
-                            "connbench.Structure subclass")
-        cls.name = name
-        return register(cls)
-
-    return deco
+    return REGISTRY.register_class(name, description, Structure, options, example=example,
+                                   size=size, color=color, marker=marker)
 
 
 def names() -> list[str]:
@@ -123,7 +114,7 @@ class Structure(nn.Module):
     """Base class: h (B, H) → h·W (B, gates·H), computed with the structure."""
 
     version = 1
-    name = "?"
+    name = "?"  # set by register_structure
     fast_tanh = True  # cells may use tanh via sigmoid (connbench.nn.kernels.activations.tanh)
 
     def __init__(self, hidden: int, gates: int = 1, init: str = "default", **options):
@@ -187,6 +178,17 @@ class Structure(nn.Module):
 
     def extra_repr(self) -> str:
         return f"{self.spec}, hidden={self.hidden}, gates={self.gates}"
+
+
+class DenseMask:
+    """For structures whose every entry may be nonzero (full, butterfly, lowrank)."""
+
+    def mask(self) -> torch.Tensor:
+        return torch.ones(self.hidden, self.gates * self.hidden, dtype=torch.bool)
+
+    @property
+    def effective_params(self) -> int:
+        return self.gates * self.hidden * self.hidden
 
 
 def _per_gate_blocks(blocks: list[torch.Tensor]) -> torch.Tensor:

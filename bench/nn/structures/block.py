@@ -76,8 +76,6 @@ _GROUPS = Option("groups", int, 4, "number of independent blocks (must divide H)
 class BlockStructure(BlockLayout):
     """Block-diagonal W (independent groups, 1905.12340; G-LSTM)."""
 
-    name = "block"
-
     def __init__(self, hidden, gates=1, init="default", groups=4):
         super().__init__(hidden, gates, init)
         self.groups = self.layout_groups = groups
@@ -128,7 +126,6 @@ class BlockShuffleStructure(BlockStructure):
     every group feeds every other group.
     """
 
-    name = "block_shuffle"
     version = 2  # 2: contiguous permutes around the gather
 
     def __init__(self, hidden, gates=1, init="default", groups=4):

@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from connbench.nn.structures.base import (
+    DenseMask,
     SpecError,
     _dense_stepper,
     _per_gate_blocks,
@@ -32,7 +33,7 @@ def _apply_stage(x: torch.Tensor, params: torch.Tensor, s: int) -> torch.Tensor:
     "butterfly", "log2(H) stages of learned 2×2 mixes in Walsh–Hadamard order (H = 2^k)",
     color="#E69F00", marker="*",
 )
-class ButterflyStructure(BlockLayout):
+class ButterflyStructure(DenseMask, BlockLayout):
     """Stage s mixes units i and i + 2^s with a learned 2×2 per pair, s = 0 … log2 H − 1.
 
     After log2 H stages every unit reaches every other. The fast path uses the exact
@@ -49,7 +50,6 @@ class ButterflyStructure(BlockLayout):
     is (1/√3)·orthogonal, the same spectral radius as ``full``'s default.
     """
 
-    name = "butterfly"
     version = 2  # 2: contiguous permutes; dense product below factored_min_hidden
     factored_min_hidden = 512
 
@@ -100,13 +100,6 @@ class ButterflyStructure(BlockLayout):
         for s in range(self.stages):
             x = _apply_stage(x, self.weight[s], s)
         return _per_gate_blocks(list(x))
-
-    def mask(self):
-        return torch.ones(self.hidden, self.gates * self.hidden, dtype=torch.bool)
-
-    @property
-    def effective_params(self):
-        return self.gates * self.hidden * self.hidden
 
     def flops(self, batch):
         if not self.factored:

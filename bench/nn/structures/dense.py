@@ -7,15 +7,14 @@ import math
 import torch
 from torch import nn
 
-from connbench.nn.structures.base import Structure, _uniform_, register_structure
+from connbench.nn.structures.base import DenseMask, Structure, _uniform_, register_structure
 
 
 @register_structure("full", "dense H×H recurrent matrix (the usual RNN)",
                     color="#000000", marker="o")
-class FullStructure(Structure):
+class FullStructure(DenseMask, Structure):
     """Dense W, stored (out, in) like torch (10–20 % faster addmm, PERF_NOTES 8)."""
 
-    name = "full"
     fast_tanh = False  # GEMM-bound: the plain torch.tanh is faster here
 
     def __init__(self, hidden, gates=1, init="default"):
@@ -25,13 +24,6 @@ class FullStructure(Structure):
 
     def dense(self):
         return self.weight.t()
-
-    def mask(self):
-        return torch.ones(self.hidden, self.gates * self.hidden, dtype=torch.bool)
-
-    @property
-    def effective_params(self):
-        return self.gates * self.hidden * self.hidden
 
     def stepper(self):
         wt = self.weight.t()
@@ -45,8 +37,6 @@ class FullStructure(Structure):
 @register_structure("none", "no recurrence (W = 0): what memory is worth",
                     color="#999999", marker="X")
 class NoneStructure(Structure):
-    name = "none"
-
     def __init__(self, hidden, gates=1, init="default"):
         super().__init__(hidden, gates, init)
         # no weights: this empty buffer only tracks the module's dtype and device

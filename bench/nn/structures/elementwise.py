@@ -23,8 +23,6 @@ from connbench.registry import Option
 class DiagonalStructure(Structure):
     """W = diag(d) per gate. Default init uniform ±1 (fan_in 1)."""
 
-    name = "diagonal"
-
     def __init__(self, hidden, gates=1, init="default"):
         super().__init__(hidden, gates, init)
         self.weight = nn.Parameter(torch.empty(gates, hidden))
@@ -167,8 +165,6 @@ class ShiftedProducts(Structure):
 class BandedStructure(ShiftedProducts):
     """Band of odd ``width`` (Stack Exchange experiment 3 used width 3)."""
 
-    name = "banded"
-
     def __init__(self, hidden, gates=1, init="default", width=3, cyclic=False):
         half = width // 2
         super().__init__(hidden, gates, init, tuple(range(-half, half + 1)), cyclic)
@@ -191,8 +187,6 @@ class BandedStructure(ShiftedProducts):
                     color="#CC79A7", marker="v")
 class JordanStructure(ShiftedProducts):
     """W[i, i] and W[i, i+1]: 2H−1 weights per gate."""
-
-    name = "jordan"
 
     def __init__(self, hidden, gates=1, init="default"):
         super().__init__(hidden, gates, init, (0, -1), cyclic=False)

@@ -7,7 +7,13 @@ import math
 import torch
 from torch import nn
 
-from connbench.nn.structures.base import SpecError, Structure, _uniform_, register_structure
+from connbench.nn.structures.base import (
+    DenseMask,
+    SpecError,
+    Structure,
+    _uniform_,
+    register_structure,
+)
 from connbench.registry import Option
 
 
@@ -16,14 +22,12 @@ from connbench.registry import Option
     [Option("rank", int, 8, "rank r, in [1, H]")],
     example="lowrank:rank=16", color="#882255", marker="<",
 )
-class LowRankStructure(Structure):
+class LowRankStructure(DenseMask, Structure):
     """W = U (H, r) · V (r, gates·H).
 
     Init: U and V uniform with the bound that gives W the per-entry variance of
     ``full``'s default (1/(3H)).
     """
-
-    name = "lowrank"
 
     def __init__(self, hidden, gates=1, init="default", rank=8):
         super().__init__(hidden, gates, init)
@@ -41,13 +45,6 @@ class LowRankStructure(Structure):
 
     def dense(self):
         return self.u @ self.v
-
-    def mask(self):
-        return torch.ones(self.hidden, self.gates * self.hidden, dtype=torch.bool)
-
-    @property
-    def effective_params(self):
-        return self.gates * self.hidden * self.hidden
 
     def flops(self, batch):
         return 2.0 * batch * self.rank * (self.hidden + self.gates * self.hidden)

@@ -80,7 +80,6 @@ class RandomStructure(Structure):
     faster because sparse kernels are overhead-bound at small sizes.
     """
 
-    name = "random"
     csr_min_hidden = 512
 
     def __init__(self, hidden, gates=1, init="default", density=0.1, seed=0):
