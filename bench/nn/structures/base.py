@@ -30,6 +30,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
+from connbench.nn.kernels.fused import MatrixPlan
 from connbench.registry import Option, Registry, SpecError, format_spec
 
 REGISTRY = Registry("connectivity")
@@ -145,6 +146,14 @@ class Recurrence(nn.Module):
         """Return ``step(h, u)`` = u + h·W in gate layout; call once per sequence."""
         raise NotImplementedError  # every registered structure overrides this
 
+    def fused_plan(self):
+        """What the fused whole-sequence kernels need, or None to stay eager.
+
+        An ``ElementwisePlan`` or a ``MatrixPlan`` (connbench.nn.kernels.fused); the
+        structure decides, the kernel module never inspects the class.
+        """
+        return None
+
     def forward(self, h: torch.Tensor) -> torch.Tensor:
         return self.from_gates(self.stepper()(self.to_state(h), None))
 
@@ -154,6 +163,12 @@ class Recurrence(nn.Module):
 
 def _per_gate_blocks(blocks: list[torch.Tensor]) -> torch.Tensor:
     return torch.cat(blocks, dim=1)
+
+
+def _dense_plan(wt: torch.Tensor) -> MatrixPlan:
+    """Plan for h·W with W given as Wᵀ (gates·H, H), the (out, in) storage."""
+    wt = wt.detach()
+    return MatrixPlan("dense", (wt.t(),), (wt.contiguous(),))
 
 
 def _dense_stepper(w: torch.Tensor) -> Step:

@@ -7,7 +7,8 @@ import math
 import torch
 from torch import nn
 
-from connbench.nn.structures.base import _INIT, REGISTRY, Recurrence, _uniform_
+from connbench.nn.kernels.fused import ElementwisePlan
+from connbench.nn.structures.base import _INIT, REGISTRY, Recurrence, _dense_plan, _uniform_
 
 
 @REGISTRY.register("full", "dense H×H recurrent matrix (the usual RNN)", [_INIT])
@@ -27,6 +28,9 @@ class FullRecurrence(Recurrence):
 
     def mask(self):
         return torch.ones(self.hidden, self.gates * self.hidden, dtype=torch.bool)
+
+    def fused_plan(self):
+        return _dense_plan(self.weight)
 
     def stepper(self):
         wt = self.weight.t()
@@ -54,6 +58,10 @@ class NoRecurrence(Recurrence):
 
     def flops(self, batch):
         return 0.0
+
+    def fused_plan(self):
+        # no shifted diagonals at all: the kernel runs the cell math on u alone
+        return ElementwisePlan(self.anchor.new_zeros(0, self.gates, self.hidden), (), False)
 
     def stepper(self):
         width = self.gates * self.hidden

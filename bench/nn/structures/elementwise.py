@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from connbench.nn.kernels.fused import ElementwisePlan
 from connbench.nn.structures.base import (
     _INIT,
     REGISTRY,
@@ -35,6 +36,9 @@ class DiagonalRecurrence(Recurrence):
 
     def mask(self):
         return _per_gate_blocks([torch.eye(self.hidden, dtype=torch.bool)] * self.gates)
+
+    def fused_plan(self):
+        return ElementwisePlan(self.weight.unsqueeze(0), (0,), False)
 
     def stepper(self):
         if self.gates == 1:
@@ -125,6 +129,10 @@ class ShiftedProducts(Recurrence):
         if self.pad_left or self.pad_right:
             return F.pad(h, (self.pad_left, self.pad_right))
         return h
+
+    def fused_plan(self):
+        # table() keeps the wrap-around entries of a non-cyclic band at zero
+        return ElementwisePlan(self.table(), tuple(self.offsets), self.cyclic)
 
     def stepper(self):
         table, H, G = self.table(), self.hidden, self.gates

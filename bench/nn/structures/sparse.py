@@ -13,6 +13,7 @@ from connbench.nn.structures.base import (
     REGISTRY,
     Recurrence,
     SpecError,
+    _dense_plan,
     _dense_stepper,
     _uniform_,
 )
@@ -121,6 +122,12 @@ class RandomRecurrence(Recurrence):
         m = torch.zeros(self.gates * self.hidden, self.hidden, dtype=torch.bool)
         m[self.rows_t, self.cols_t] = True
         return m.t()
+
+    def fused_plan(self):
+        if self.hidden < self.csr_min_hidden:
+            with torch.no_grad():
+                return _dense_plan(self.dense().t())
+        return None  # no fused CSR product yet: eager CSR kernels (docs/perf.md)
 
     def stepper(self):
         if self.hidden < self.csr_min_hidden or self.weight.device.type != "cpu":
