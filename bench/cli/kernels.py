@@ -36,7 +36,8 @@ def main(args) -> int:
     impls = tuple(i.strip() for i in args.impl.split(",") if i.strip())
     for i in impls:
         if i not in IMPLEMENTATIONS:
-            raise SpecError(f"--impl {i!r} is not allowed; choose from {', '.join(IMPLEMENTATIONS)}")
+            allowed = ", ".join(IMPLEMENTATIONS)
+            raise SpecError(f"--impl {i!r} is not allowed; choose from {allowed}")
     cells.CELLS.get(args.cell)  # did-you-mean on a bad cell name
     specs = args.connectivity or DEFAULT_SPECS
     for s in specs:
