@@ -1,4 +1,4 @@
-"""One generic registry for connectivities, cells and tasks.
+"""One generic registry for structures, cells and tasks.
 
 Entries are registered by decorator with a one-line description and typed options.
 A compact *spec string* is the single syntax used by the CLI and the sweep files::
@@ -101,6 +101,13 @@ class Entry:
     obj: Any
     description: str
     options: dict[str, Option] = field(default_factory=dict)
+    # What the rest of the harness needs to know about the entry, kept beside it so
+    # that nothing else lists the entries: the spec and size the contract tests and
+    # the benchmarks build (``example``, ``size``), and the plot style.
+    example: str = ""
+    size: int = 16
+    color: str | None = None
+    marker: str | None = None
 
     def resolve(self, given: dict[str, Any], owner: str | None = None) -> dict[str, Any]:
         """Typed options: defaults overridden by `given` (strings or values)."""
@@ -109,13 +116,14 @@ class Entry:
         for key, value in given.items():
             if key not in self.options:
                 allowed = ", ".join(o.describe() for o in self.options.values()) or "none"
-                hint = _did_you_mean(key, self.options)
+                hint = did_you_mean(key, self.options)
                 raise SpecError(f"{owner} has no option {key!r}{hint}; allowed options: {allowed}")
             out[key] = self.options[key].coerce(value, owner)
         return out
 
 
-def _did_you_mean(word: str, choices: Iterable[str]) -> str:
+def did_you_mean(word: str, choices: Iterable[str]) -> str:
+    """`` (did you mean 'x'?)`` for the closest of ``choices``, or an empty string."""
     close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.5)
     return f" (did you mean {close[0]!r}?)" if close else ""
 
@@ -147,20 +155,33 @@ class Registry:
         self._entries: dict[str, Entry] = {}
 
     def register(
-        self, name: str, description: str, options: Iterable[Option] = ()
+        self, name: str, description: str, options: Iterable[Option] = (), *,
+        example: str | None = None, size: int = 16, color: str | None = None,
+        marker: str | None = None,
     ) -> Callable[[Any], Any]:
-        """Decorator: register ``obj`` under ``name``."""
+        """Decorator: register ``obj`` under ``name``.
+
+        ``example`` (default: the bare name) and ``size`` are the spec and hidden size
+        the contract tests and the benchmarks build; ``color`` and ``marker`` its style
+        in the figures (None: one of the report's spare styles).
+        """
+        options = tuple(options)
 
         def deco(obj: Any) -> Any:
             if name in self._entries:
                 raise ValueError(f"{self.kind} {name!r} is registered twice")
-            self._entries[name] = Entry(name, obj, description, {o.name: o for o in options})
+            self._entries[name] = Entry(name, obj, description, {o.name: o for o in options},
+                                        example or name, size, color, marker)
             return obj
 
         return deco
 
     def names(self) -> list[str]:
         return list(self._entries)
+
+    def entries(self) -> list[Entry]:
+        """Every entry, in registration order."""
+        return list(self._entries.values())
 
     def __contains__(self, name: str) -> bool:
         return name in self._entries
@@ -170,7 +191,7 @@ class Registry:
         try:
             return self._entries[name]
         except KeyError:
-            hint = _did_you_mean(name, self._entries)
+            hint = did_you_mean(name, self._entries)
             raise SpecError(
                 f"unknown {self.kind} {name!r}{hint}; known: {', '.join(self._entries)}"
             ) from None

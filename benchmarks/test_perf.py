@@ -30,23 +30,22 @@ TASKS = {
 }
 
 
-@pytest.mark.parametrize("phase", ["fwd", "fwd+bwd"])
+@pytest.mark.parametrize("measured", ["fwd", "fwd+bwd"])
 @pytest.mark.parametrize("hidden", SIZES, ids=lambda h: f"H{h}")
 @pytest.mark.parametrize("spec", [TORCH_RNN, *DEFAULT_SPECS])
-def test_layer(benchmark, spec, hidden, phase):
+def test_layer(benchmark, spec, hidden, measured):
     fwd, fwd_bwd = layer_callables(spec, hidden, BATCH, STEPS)
-    benchmark.group = f"layer H={hidden} {phase}"
+    benchmark.group = f"layer H={hidden} {measured}"
     benchmark.extra_info.update(spec=spec, hidden=hidden, batch=BATCH, steps=STEPS,
-                                phase=phase, per="sequence")
-    benchmark(fwd if phase == "fwd" else fwd_bwd)
+                                measured=measured, per="sequence")
+    benchmark(fwd if measured == "fwd" else fwd_bwd)
 
 
 @pytest.mark.parametrize("name", list(TASKS))
 def test_train_step(benchmark, name):
     task = tasks.make(TASKS[name])
     torch.manual_seed(0)
-    model = SequenceModel(task.input_size, TRAIN_HIDDEN, task.output_size,
-                          readout=task.readout, vocab=task.vocab)
+    model = SequenceModel.for_task(task, hidden=TRAIN_HIDDEN)
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     gen = torch.Generator().manual_seed(0)
 

@@ -7,9 +7,10 @@ see docs/tasks.md for each task's options, metrics, chance levels and presets.
 from __future__ import annotations
 
 from connbench.tasks import adding, binary_addition, char_lm, copy  # noqa: F401  (they register)
-from connbench.tasks.base import OPTIMIZERS, REGISTRY, Preset, Task, TrainDefaults
+from connbench.tasks.base import OPTIMIZERS, REGISTRY, Preset, Task, TrainDefaults, register_task
 
-__all__ = ["OPTIMIZERS", "REGISTRY", "Preset", "Task", "TrainDefaults", "make", "names"]
+__all__ = ["OPTIMIZERS", "REGISTRY", "Preset", "Task", "TrainDefaults", "make", "names",
+           "register_task"]
 
 
 def names() -> list[str]:

@@ -14,10 +14,10 @@ import torch
 import torch.nn.functional as F
 
 from connbench.registry import Option, SpecError
-from connbench.tasks.base import REGISTRY, Task, TrainDefaults
+from connbench.tasks.base import Task, TrainDefaults, register_task
 
 
-@REGISTRY.register(
+@register_task(
     "adding",
     "sum the two marked values of a length-T sequence; read at the last step",
     options=[Option("length", int, 100, "sequence length T")],

@@ -7,14 +7,30 @@ never builds a model or an optimizer: `connbench.measure.training` does that fro
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 import torch
 
-from connbench.registry import Registry, format_spec
+from connbench.registry import Option, Registry, format_spec
 
 REGISTRY = Registry("task")
+
+
+def register_task(name: str, description: str,
+                  options: Iterable[Option] = ()) -> Callable[[type], type]:
+    """Class decorator: register a ``Task`` subclass under ``name``."""
+    register = REGISTRY.register(name, description, options)
+
+    def deco(cls: type) -> type:
+        if not (isinstance(cls, type) and issubclass(cls, Task)):
+            raise TypeError(f"register_task({name!r}): {cls!r} is not a connbench.Task "
+                            "subclass")
+        cls.name = name
+        return register(cls)
+
+    return deco
 
 # Optimizers connbench.measure.training knows how to build; tasks may only name these.
 OPTIMIZERS = ("sgd", "adam", "rmsprop")

@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from connbench.registry import Option, SpecError
-from connbench.tasks.base import REGISTRY, Preset, Task, TrainDefaults
+from connbench.tasks.base import Preset, Task, TrainDefaults, register_task
 
 TRASK = Preset(
     name="trask",
@@ -35,7 +35,7 @@ TRASK = Preset(
 )
 
 
-@REGISTRY.register(
+@register_task(
     "binary_addition",
     "add two binary numbers fed LSB first (Trask's demo); every bit scored",
     options=[

@@ -28,7 +28,7 @@ import torch.nn.functional as F
 
 from connbench.registry import Option, SpecError
 from connbench.tasks import corpus as data
-from connbench.tasks.base import REGISTRY, Task, TrainDefaults
+from connbench.tasks.base import Task, TrainDefaults, register_task
 
 
 @functools.lru_cache(maxsize=4)
@@ -42,7 +42,7 @@ def _load(path: str) -> tuple[str, torch.Tensor]:
     return chars, ids
 
 
-@REGISTRY.register(
+@register_task(
     "char_lm",
     "predict the next character of Shakespeare (or any text); bits per character",
     options=[

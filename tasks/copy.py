@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from connbench.registry import Option, SpecError
-from connbench.tasks.base import REGISTRY, Task, TrainDefaults
+from connbench.tasks.base import Task, TrainDefaults, register_task
 
 N_DATA = 10  # symbols to remember
 N_SYMBOLS = 8  # data alphabet
@@ -24,7 +24,7 @@ BLANK, DELIMITER = 0, 9
 ALPHABET = 10
 
 
-@REGISTRY.register(
+@register_task(
     "copy",
     "remember 10 symbols over a delay of T steps, then reproduce them",
     options=[Option("length", int, 100, "delay T between the data and the recall")],

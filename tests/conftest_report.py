@@ -74,23 +74,23 @@ def _speed_rows(sweep, names, hiddens, rng, devices):
             for h in hiddens:
                 p = stored_params(name, h)
                 base = scale * (8e-6 + 2e-9 * 32 * max(p, h))
-                for phase, mult in (("fwd", 1.0), ("bwd", 1.8), ("fwd+bwd", 2.8)):
+                for measured, mult in (("fwd", 1.0), ("bwd", 1.8), ("fwd+bwd", 2.8)):
                     t = base * mult * (1 + 0.03 * rng.standard_normal())
                     rows.append(_row(
-                        cell_id=f"speed-{device}-{name}-{h}", sweep=sweep, task="copy",
-                        task_spec="copy:length=100", connectivity=name,
-                        connectivity_spec=SPECS[name], cell="rnn_tanh", hidden=h,
+                        trial_id=f"speed-{device}-{name}-{h}", sweep=sweep, task="copy",
+                        task_spec="copy:length=100", structure=name,
+                        structure_spec=SPECS[name], cell="rnn_tanh", hidden=h,
                         hidden_request=str(h), seq_len=100, batch=32, device=device,
-                        seed=0, phase=phase, metric="time_per_step_s", value=t,
+                        seed=0, kind="speed", **{"pass": measured}, metric="time_per_step_s", value=t,
                         iqr=0.1 * t, samples=[t], stored_params=p, effective_params=p,
                         wall_time_s=2.0, timestamp="2026-01-01T00:00:00Z",
                         gpu_name="NVIDIA H100" if device == "cuda" else ""))
                 rows.append(_row(
-                    cell_id=f"mem-{device}-{name}-{h}", sweep=sweep, task="copy",
-                    task_spec="copy:length=100", connectivity=name,
-                    connectivity_spec=SPECS[name], cell="rnn_tanh", hidden=h,
+                    trial_id=f"mem-{device}-{name}-{h}", sweep=sweep, task="copy",
+                    task_spec="copy:length=100", structure=name,
+                    structure_spec=SPECS[name], cell="rnn_tanh", hidden=h,
                     hidden_request=str(h), seq_len=100, batch=32, device=device, seed=0,
-                    phase="memory", metric="peak_bytes",
+                    kind="memory", **{"pass": "fwd+bwd"}, metric="peak_bytes",
                     value=float(4 * (32 * 100 * h * 6 + 3 * p) + 2**20),
                     stored_params=p, wall_time_s=1.0, timestamp="2026-01-01T00:01:00Z",
                     gpu_name="NVIDIA H100" if device == "cuda" else ""))
@@ -118,18 +118,18 @@ def _train_rows(sweep, names, task_specs, seeds, hidden_requests, skill, rng, hi
                     solved = gap > 0.9
                     steps_to_solve = int(800 / max(skill[name], 0.1)) if solved else pd.NA
                     common = dict(
-                        cell_id=f"train-{task_spec}-{name}-{req}-{seed}", sweep=sweep,
-                        task=task, task_spec=task_spec, connectivity=name,
-                        connectivity_spec=SPECS[name], cell="rnn_tanh", hidden=h,
+                        trial_id=f"train-{task_spec}-{name}-{req}-{seed}", sweep=sweep,
+                        task=task, task_spec=task_spec, structure=name,
+                        structure_spec=SPECS[name], cell="rnn_tanh", hidden=h,
                         hidden_request=req, seq_len=seq_len, batch=32, device="cpu",
                         seed=seed, stored_params=stored_params(name, h),
                         total_params=stored_params(name, h) + 4 * h + 1,
                         train_steps=2000, wall_time_s=30.0 + 10 * skill[name],
                         timestamp=f"2026-01-01T01:{seed:02d}:00Z")
-                    rows.append(_row(**common, phase="train", metric=metric, value=final,
+                    rows.append(_row(**common, kind="train", metric=metric, value=final,
                                      chance=chance, higher_is_better=hib, primary=True,
                                      solved=solved, steps_to_solve=steps_to_solve))
-                    rows.append(_row(**common, phase="train", metric="loss",
+                    rows.append(_row(**common, kind="train", metric="loss",
                                      value=abs(ideal - final) + 0.01, chance=float("nan"),
                                      higher_is_better=False, primary=False, solved=solved,
                                      steps_to_solve=steps_to_solve))
@@ -138,7 +138,7 @@ def _train_rows(sweep, names, task_specs, seeds, hidden_requests, skill, rng, hi
                     for step in range(0, 2001, 200):
                         frac = 1 - math.exp(-step / 400)
                         v = chance + frac * (final - chance)
-                        rows.append(_row(**common, phase="history", metric=metric, value=v,
+                        rows.append(_row(**common, kind="train", metric=metric, value=v,
                                          step=step, chance=chance, higher_is_better=hib,
                                          primary=True))
     return rows
@@ -156,11 +156,11 @@ def _lookback_rows(sweep, names, seeds, rng):
                     solved = T <= limits[name]
                     value = (1.0 if hib else 0.001) if solved else chance
                     rows.append(_row(
-                        cell_id=f"lb-{task}-{name}-{T}-{seed}", sweep=sweep, task=task,
-                        task_spec=f"{task}:length={T}", connectivity=name,
-                        connectivity_spec=SPECS[name], cell="rnn_tanh", hidden=64,
+                        trial_id=f"lb-{task}-{name}-{T}-{seed}", sweep=sweep, task=task,
+                        task_spec=f"{task}:length={T}", structure=name,
+                        structure_spec=SPECS[name], cell="rnn_tanh", hidden=64,
                         hidden_request="64", seq_len=T, batch=32, device="cpu", seed=seed,
-                        phase="train", metric=metric, value=value, chance=chance,
+                        kind="train", metric=metric, value=value, chance=chance,
                         higher_is_better=hib, primary=True, solved=solved,
                         stored_params=stored_params(name, 64), train_steps=1000,
                         wall_time_s=5.0, timestamp="2026-01-01T02:00:00Z"))

@@ -67,8 +67,8 @@ def kernel_paths(request, monkeypatch):
     (butterfly's two-bmm form, random's CSR kernel) forced on."""
     if request.param == "large-size paths":
         from connbench.nn import structures as C
-        monkeypatch.setattr(C.ButterflyRecurrence, "factored_min_hidden", 1)
-        monkeypatch.setattr(C.RandomRecurrence, "csr_min_hidden", 1)
+        monkeypatch.setattr(C.ButterflyStructure, "factored_min_hidden", 1)
+        monkeypatch.setattr(C.RandomStructure, "csr_min_hidden", 1)
     return request.param
 
 

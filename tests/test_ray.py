@@ -13,10 +13,10 @@ FAST: list[str] = []
 
 
 def test_resource_requests():
-    cells = load_sweep("smoke", overrides=FAST[1::2]).cells
+    cells = load_sweep("smoke", overrides=FAST[1::2]).trials
     for cell in cells:
         opts = task_options(cell)
-        want = 1.0 if cell.phase in ("speed", "memory") else TRAIN_SLOT
+        want = 1.0 if cell.kind in ("speed", "memory") else TRAIN_SLOT
         assert opts["resources"] == {SPEED_SLOT: want}
         assert "num_gpus" not in opts and opts["max_retries"] >= 1
     import dataclasses
@@ -38,15 +38,16 @@ def test_ray_matches_local(tmp_path, tmp_path_factory):
     finally:
         ray.shutdown()
     a, b = store.load(local, "smoke"), store.load(remote, "smoke")
-    key = ["cell_id", "phase", "metric", "status"]
+    key = ["trial_id", "kind", "pass", "metric", "step", "status"]
 
     def summary(df):
-        return sorted(map(tuple, df[key].drop_duplicates().astype(str).values.tolist()))
+        return sorted(map(tuple, df[key].astype(object).where(df[key].notna(), "").astype(str)
+                          .drop_duplicates().values.tolist()))
 
     assert summary(a) == summary(b)
-    assert sorted(a["cell_id"].unique()) == sorted(b["cell_id"].unique())
+    assert sorted(a["trial_id"].unique()) == sorted(b["trial_id"].unique())
     # train rows are deterministic given the seed: same metrics either way
-    ta = a[a["phase"] == "train"].sort_values(["cell_id", "metric"])
-    tb = b[b["phase"] == "train"].sort_values(["cell_id", "metric"])
-    assert ta["cell_id"].tolist() == tb["cell_id"].tolist()
+    ta = a[(a["kind"] == "train") & a["step"].isna()].sort_values(["trial_id", "metric"])
+    tb = b[(b["kind"] == "train") & b["step"].isna()].sort_values(["trial_id", "metric"])
+    assert ta["trial_id"].tolist() == tb["trial_id"].tolist()
     assert ta["value"].to_numpy() == pytest.approx(tb["value"].to_numpy(), abs=0.05, nan_ok=True)

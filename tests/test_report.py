@@ -36,7 +36,7 @@ from connbench.report.stats import (  # noqa: E402
     bootstrap_median_ci,
     mann_whitney,
 )
-from connbench.report.style import BASE_STYLE, assign_styles, short_labels  # noqa: E402
+from connbench.report.style import assign_styles, base_style, short_labels  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 SMALL = dict(names=("full", "diagonal", "banded", "block", "butterfly"), hiddens=(32, 64),
@@ -54,12 +54,22 @@ def _write_results(df: pd.DataFrame, results: Path, sweep: str) -> None:
     """One parquet part file per cell, as the store lays them out."""
     folder = results / sweep
     folder.mkdir(parents=True)
-    for i, (_, part) in enumerate(df.groupby("cell_id", sort=True)):
+    for i, (_, part) in enumerate(df.groupby("trial_id", sort=True)):
         part.to_parquet(folder / f"part{i:04d}.parquet", index=False)
 
 
+def _catalogue(df: pd.DataFrame) -> dict:
+    """What `connbench run` stores beside these rows (connbench.results.catalogue)."""
+    from connbench.run.catalogue import build
+
+    return build(sorted(set(df["task_spec"].dropna())))
+
+
 def _prepared(**kw) -> pd.DataFrame:
-    return D.prepare(synthetic_frame(**kw))
+    raw = synthetic_frame(**kw)
+    df = D.prepare(raw)
+    df.attrs["catalogue"] = _catalogue(raw)
+    return df
 
 
 # -- statistics ------------------------------------------------------------------------
@@ -182,7 +192,7 @@ def test_sparse_claim_reports_every_regime():
 
 def test_diverged_seed_counts_as_chance():
     df = synthetic_frame(**SMALL)
-    hit = (df["connectivity"] == "banded") & (df["phase"] == "train") & (df["seed"] == 0)
+    hit = (df["structure"] == "banded") & (df["kind"] == "train") & df["step"].isna() & (df["seed"] == 0)
     df.loc[hit, "status"] = "diverged"
     df.loc[hit, "value"] = np.nan
     rows = D.train_rows(D.prepare(df))
@@ -192,8 +202,8 @@ def test_diverged_seed_counts_as_chance():
 
 def test_mixed_training_budgets_are_flagged():
     df = synthetic_frame(**SMALL)
-    longer = df[(df["connectivity"] == "diagonal") & (df["phase"] == "train")].copy()
-    longer["cell_id"] = longer["cell_id"] + "-50k"  # a second budget, same everything else
+    longer = df[(df["structure"] == "diagonal") & (df["kind"] == "train") & df["step"].isna()].copy()
+    longer["trial_id"] = longer["trial_id"] + "-50k"  # a second budget, same everything else
     longer["train_steps"] = 50000
     arms = D.mixed_budget_arms(D.prepare(pd.concat([df, longer], ignore_index=True)))
     # 2 tasks x (H=64, iso_params:2000), all with diagonal runs
@@ -210,10 +220,23 @@ def test_pareto_front_both_directions():
 
 
 def test_one_colour_per_structure_whatever_the_subset():
-    few = assign_styles(["diagonal", "full"])
-    many = assign_styles(list(SPECS))
-    assert few["diagonal"] == many["diagonal"] == BASE_STYLE["diagonal"]
-    assert len({c for c, _ in many.values()}) == len(many)
+    from connbench.nn.structures import REGISTRY
+    from connbench.report.style import structure_order, use_catalogue
+
+    use_catalogue(_catalogue(synthetic_frame(**SMALL)))
+    try:
+        few = assign_styles(["diagonal", "full"])
+        many = assign_styles(list(SPECS))
+        diagonal = REGISTRY.get("diagonal")
+        assert few["diagonal"] == many["diagonal"] == base_style()["diagonal"] == (
+            diagonal.color, diagonal.marker)
+        assert len({c for c, _ in many.values()}) == len(many)
+        assert structure_order() == REGISTRY.names()
+    finally:
+        use_catalogue(None)
+    # without a catalogue (older results) every structure still gets its own style
+    spare = assign_styles(list(SPECS))
+    assert len(set(spare.values())) == len(spare)
     labels = short_labels(["banded:cyclic=false,width=3", "banded:cyclic=false,width=5", "full"])
     assert labels == {"banded:cyclic=false,width=3": "banded:width=3",
                       "banded:cyclic=false,width=5": "banded:width=5", "full": "full"}
@@ -234,7 +257,8 @@ def test_lookback_longest_t_solved_and_drawn(tmp_path):
 
 # -- the whole report ------------------------------------------------------------------
 def test_report_renders_every_figure_and_claim(tmp_path):
-    report = render_report(synthetic_frame(**SMALL), "synth", str(tmp_path), dpi=40,
+    frame = synthetic_frame(**SMALL)
+    report = render_report(frame, "synth", str(tmp_path), dpi=40, catalogue=_catalogue(frame),
                            butterfly_check=NO_BUTTERFLY_CHECK)
     text = report.read_text()
     figs = {p.name for p in (tmp_path / "synth" / "figures").glob("*.png")}

@@ -18,7 +18,7 @@ from connbench.cli import main as cli
 from connbench.measure import trial as measure
 from connbench.plan.sweep import load_sweep
 from connbench.results import store
-from connbench.results.schema import COLUMN_NAMES, PHASES, STATUSES
+from connbench.results.schema import COLUMN_NAMES, KINDS, PASSES, STATUSES
 
 ROOT = Path(__file__).resolve().parent.parent
 # keep the smoke sweep's train cells short in tests
@@ -51,37 +51,38 @@ def smoke(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def smoke_cells():
-    return load_sweep("smoke", overrides=FAST[1::2]).cells
+    return load_sweep("smoke", overrides=FAST[1::2]).trials
 
 
 def test_smoke_rows_match_schema(smoke, smoke_cells):
     df = store.load(smoke, "smoke")
     assert list(df.columns)[: len(COLUMN_NAMES)] == COLUMN_NAMES
-    assert set(df["cell_id"]) == {c.cell_id for c in smoke_cells}
+    assert set(df["trial_id"]) == {c.trial_id for c in smoke_cells}
     assert set(df["status"]) <= set(STATUSES)
-    assert set(df["phase"]) <= set(PHASES)
+    assert set(df["kind"]) <= set(KINDS)
+    assert set(df["pass"].dropna()) <= set(PASSES)
     assert (df["status"] == "ok").all(), df.loc[df["status"] != "ok", "error"].tolist()
     for col in ("stored_params", "effective_params", "total_params", "flops_per_step",
                 "torch_version", "host", "timestamp", "threads", "seq_len"):
         assert df[col].notna().all(), col
-    phases = {c.phase for c in smoke_cells}
-    if "speed" in phases:
-        speed = df[df["phase"].isin(["fwd", "bwd", "fwd+bwd"])]
-        assert set(speed["phase"]) == {"fwd", "bwd", "fwd+bwd"}
+    kinds = {c.kind for c in smoke_cells}
+    if "speed" in kinds:
+        speed = df[df["kind"] == "speed"]
+        assert set(speed["pass"]) == {"fwd", "bwd", "fwd+bwd"}
         assert (speed["metric"] == "time_per_step_s").all()
         assert (speed["value"] > 0).all() and speed["samples"].map(len).gt(0).all()
-    if "memory" in phases:
-        mem = df[df["phase"] == "memory"]
+    if "memory" in kinds:
+        mem = df[df["kind"] == "memory"]
         assert (mem["metric"] == "peak_bytes").all() and (mem["value"] > 0).all()
-    if "train" in phases:
-        train = df[df["phase"] == "train"]
-        assert train["primary"].sum() == sum(c.phase == "train" for c in smoke_cells)
+    if "train" in kinds:
+        train = df[(df["kind"] == "train") & df["step"].isna()]
+        assert train["primary"].sum() == sum(c.kind == "train" for c in smoke_cells)
         assert train["solved"].notna().all() and train["train_steps"].notna().all()
-        assert (df["phase"] == "history").any()
+        assert ((df["kind"] == "train") & df["step"].notna()).any()
 
 
 def test_one_part_file_per_cell(smoke, smoke_cells):
-    assert part_ids(smoke, "smoke") == {c.cell_id for c in smoke_cells}
+    assert part_ids(smoke, "smoke") == {c.trial_id for c in smoke_cells}
 
 
 def test_rerun_skips_finished_cells(smoke, monkeypatch):
@@ -90,7 +91,7 @@ def test_rerun_skips_finished_cells(smoke, monkeypatch):
     def boom(*a, **k):
         raise AssertionError("a finished cell ran again")
 
-    monkeypatch.setattr(measure, "measure_cell", boom)
+    monkeypatch.setattr(measure, "measure_trial", boom)
     assert run("smoke", "--results", str(smoke), "--quiet", *FAST) == 0
     assert {p: p.stat().st_mtime_ns for p in (smoke / "smoke").glob("*.parquet")} == before
 
@@ -100,22 +101,23 @@ def test_force_redoes_every_cell(smoke, smoke_cells, tmp_path, monkeypatch):
     seen = []
 
     def fake(cell, sweep, **kw):
-        seen.append(cell.cell_id)
+        seen.append(cell.trial_id)
         return [measure.error_row(cell, sweep, "train", "failed", "redone")]
 
-    monkeypatch.setattr(measure, "measure_cell", fake)
-    assert run("smoke", "--results", str(tmp_path / "r"), "--quiet", "--force", *FAST) == 0
-    assert sorted(seen) == sorted(c.cell_id for c in smoke_cells)
+    monkeypatch.setattr(measure, "measure_trial", fake)
+    # every trial failed: the run says so in its exit status
+    assert run("smoke", "--results", str(tmp_path / "r"), "--quiet", "--force", *FAST) == 1
+    assert sorted(seen) == sorted(c.trial_id for c in smoke_cells)
     df = store.load(tmp_path / "r", "smoke")
-    assert (df["error"] == "redone").all() and df["cell_id"].is_unique
+    assert (df["error"] == "redone").all() and df["trial_id"].is_unique
 
 
 # the smoke sweep's train cells only, at 5 steps each: enough cells to kill it midway
-SHORT = ["--set", 'phases=["train"]', "--set", "train.steps=5"]
+SHORT = ["--set", 'kinds=["train"]', "--set", "train.steps=5"]
 
 
 def test_sigkill_mid_run_then_resume(tmp_path):
-    cells = load_sweep("smoke", overrides=SHORT[1::2]).cells
+    cells = load_sweep("smoke", overrides=SHORT[1::2]).trials
     results = tmp_path / "r"
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     proc = subprocess.Popen(
@@ -128,14 +130,14 @@ def test_sigkill_mid_run_then_resume(tmp_path):
     proc.wait()
     at_kill = part_ids(results, "smoke")
     assert at_kill, proc.stderr.read().decode()[-2000:]
-    ids = {c.cell_id for c in cells}
+    ids = {c.trial_id for c in cells}
     assert at_kill < ids, "the run finished before the kill"
     assert run("smoke", "--results", str(results), "--quiet", *SHORT) == 0
     assert part_ids(results, "smoke") == ids
     df = store.load(results, "smoke")
     # every cell exactly once: one part per cell, no repeated rows
-    assert set(df["cell_id"]) == ids
-    key = ["cell_id", "phase", "metric", "step"]
+    assert set(df["trial_id"]) == ids
+    key = ["trial_id", "kind", "pass", "metric", "step"]
     assert not df[key].astype(str).duplicated().any()
 
 
@@ -151,45 +153,45 @@ def write(tmp_path: Path, text: str, name: str = "mini.toml") -> Path:
 def test_failed_cell_is_recorded_and_the_sweep_goes_on(tmp_path, monkeypatch):
     sweep = write(tmp_path, """
         tasks = ["copy:length=5"]
-        connectivities = ["full", "diagonal"]
+        structures = ["full", "diagonal"]
         hidden = 8
-        phases = ["train"]
+        kinds = ["train"]
         [train]
         steps = 5
     """)
     real = measure.MEASURES["train"]
 
     def flaky(cell, sweep_name, **kw):
-        if cell.connectivity == "diagonal":
+        if cell.structure == "diagonal":
             raise RuntimeError("boom in diagonal")
         return real(cell, sweep_name, **kw)
 
     monkeypatch.setitem(measure.MEASURES, "train", flaky)
-    assert run(str(sweep), "--results", str(tmp_path / "r"), "--quiet") == 0
+    assert run(str(sweep), "--results", str(tmp_path / "r"), "--quiet") == 1
     df = store.load(tmp_path / "r", "mini")
-    bad = df[df["connectivity"] == "diagonal"]
+    bad = df[df["structure"] == "diagonal"]
     assert len(bad) == 1 and bad["status"].iloc[0] == "failed"
-    assert "boom in diagonal" in bad["error"].iloc[0] and bad["phase"].iloc[0] == "train"
+    assert "boom in diagonal" in bad["error"].iloc[0] and bad["kind"].iloc[0] == "train"
     assert bad["total_params"].iloc[0] > 0  # accounting even on a failed row
-    good = df[(df["connectivity"] == "full") & (df["phase"] == "train")]
+    good = df[(df["structure"] == "full") & (df["kind"] == "train") & df["step"].isna()]
     assert (good["status"] == "ok").all() and len(good) >= 1
 
 
 def test_diverged_cells_are_recorded_by_a_process_pool(tmp_path):
     sweep = write(tmp_path, """
         tasks = ["adding:length=10"]
-        connectivities = ["full", "diagonal"]
+        structures = ["full", "diagonal"]
         cells = ["rnn_relu"]
         hidden = 16
-        phases = ["train"]
+        kinds = ["train"]
         [train]
         steps = 20
         lr = 1e12
     """)
     assert run(str(sweep), "--results", str(tmp_path / "r"), "--quiet", "--workers", "2") == 0
     df = store.load(tmp_path / "r", "mini")
-    train = df[df["phase"] == "train"]
-    assert set(train["connectivity"]) == {"full", "diagonal"}
+    train = df[(df["kind"] == "train") & df["step"].isna()]
+    assert set(train["structure"]) == {"full", "diagonal"}
     assert (train["status"] == "diverged").all(), train[["status", "error"]]
     assert train["error"].str.contains("non-finite").all()
 
@@ -197,9 +199,9 @@ def test_diverged_cells_are_recorded_by_a_process_pool(tmp_path):
 def test_skip_invalid_records_skipped_rows(tmp_path, capsys):
     sweep = write(tmp_path, """
         tasks = ["copy:length=5"]
-        connectivities = ["full", "butterfly"]
+        structures = ["full", "butterfly"]
         hidden = 12
-        phases = ["train"]
+        kinds = ["train"]
         [train]
         steps = 2
     """)
@@ -208,14 +210,14 @@ def test_skip_invalid_records_skipped_rows(tmp_path, capsys):
     assert not (tmp_path / "r" / "mini").exists() or not part_ids(tmp_path / "r", "mini")
     assert run(str(sweep), "--results", str(tmp_path / "r"), "--quiet", "--skip-invalid") == 0
     df = store.load(tmp_path / "r", "mini")
-    skipped = df[df["connectivity"] == "butterfly"]
+    skipped = df[df["structure"] == "butterfly"]
     assert list(skipped["status"]) == ["skipped"] and skipped["error"].iloc[0]
 
 
 @pytest.mark.parametrize("case", ["unknown_sweep", "malformed", "unknown_key", "empty",
                                   "unwritable", "workers"])
 def test_bad_input_exits_2_before_any_work(case, tmp_path, capsys, monkeypatch):
-    monkeypatch.setattr(measure, "measure_cell", lambda *a, **k: pytest.fail("work started"))
+    monkeypatch.setattr(measure, "measure_trial", lambda *a, **k: pytest.fail("work started"))
     results = tmp_path / "r"
     args = ["smoke"]
     if case == "unknown_sweep":
@@ -266,9 +268,9 @@ def test_search_doubles_then_bisects():
 def test_lookback_sweep_records_every_trained_length(tmp_path, monkeypatch):
     sweep = write(tmp_path, """
         tasks = ["copy"]
-        connectivities = ["full", "diagonal"]
+        structures = ["full", "diagonal"]
         hidden = 8
-        phases = ["train"]
+        kinds = ["train"]
         [lookback]
         start = 4
         max = 128
@@ -281,19 +283,19 @@ def test_lookback_sweep_records_every_trained_length(tmp_path, monkeypatch):
         from connbench.registry import split_spec
 
         length = int(split_spec(cell.task_spec)[1]["length"])
-        calls.append((cell.connectivity, length))
+        calls.append((cell.structure, length))
         row = measure.base_row(cell, sweep_name)
-        row.update(phase="train", metric="loss", value=0.0, primary=True,
-                   solved=length <= limit[cell.connectivity], train_steps=1)
+        row.update(kind="train", metric="loss", value=0.0, primary=True,
+                   solved=length <= limit[cell.structure], train_steps=1)
         return [row]
 
     monkeypatch.setitem(measure.MEASURES, "train", fake_train)
     assert run(str(sweep), "--results", str(tmp_path / "r"), "--quiet") == 0
     df = store.load(tmp_path / "r", "mini")
-    assert len(df) == len(calls) and df["cell_id"].is_unique
+    assert len(df) == len(calls) and df["trial_id"].is_unique
     assert df["seq_len"].notna().all()
     for conn, lim in limit.items():
-        sub = df[df["connectivity"] == conn]
+        sub = df[df["structure"] == conn]
         best = sub.loc[sub["solved"].astype(bool), "seq_len"].max() - 20  # copy: T + 20
         assert lim * 0.9 <= best <= lim
     # resume: nothing is trained twice
@@ -317,18 +319,18 @@ def test_fit_length_tiles_or_cuts_a_batch():
 def test_rows_the_store_rejects_become_a_failed_row(tmp_path, monkeypatch):
     sweep = write(tmp_path, """
         tasks = ["copy:length=5"]
-        connectivities = ["full"]
+        structures = ["full"]
         hidden = 8
-        phases = ["train"]
+        kinds = ["train"]
     """)
 
     def bad_rows(cell, sweep_name, **kw):
         row = measure.base_row(cell, sweep_name)
-        row.update(phase="train", metric="loss", value="not a number")
+        row.update(kind="train", metric="loss", value="not a number")
         return [row]
 
     monkeypatch.setitem(measure.MEASURES, "train", bad_rows)
-    assert run(str(sweep), "--results", str(tmp_path / "r"), "--quiet") == 0
+    assert run(str(sweep), "--results", str(tmp_path / "r"), "--quiet") == 1
     df = store.load(tmp_path / "r", "mini")
     assert list(df["status"]) == ["failed"]
     assert df["error"].iloc[0].startswith("rows could not be stored")

@@ -19,30 +19,30 @@ from connbench.results.schema import COLUMN_NAMES, DTYPES
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def rows(cell_id="c1", n=2, **extra):
-    return [{"cell_id": cell_id, "sweep": "s", "task": "copy", "hidden": 64, "phase": "fwd",
+def rows(trial_id="c1", n=2, **extra):
+    return [{"trial_id": trial_id, "sweep": "s", "task": "copy", "hidden": 64, "kind": "speed", "pass": "fwd",
              "status": "ok", "metric": "time_per_step_s", "value": 1e-4 * (i + 1),
              "samples": [1e-4, 2e-4, 3e-4], "git_dirty": False, **extra} for i in range(n)]
 
 
 def test_write_then_load_round_trips_with_schema_dtypes(tmp_path):
-    path = store.write_cell(tmp_path, "s", "c1", rows("c1"))
+    path = store.write_trial(tmp_path, "s", "c1", rows("c1"))
     assert path == tmp_path / "s" / "c1.parquet"
-    store.write_cell(tmp_path, "s", "c2", rows("c2", n=1, solved=True, steps_to_solve=300))
+    store.write_trial(tmp_path, "s", "c2", rows("c2", n=1, solved=True, steps_to_solve=300))
     df = store.load(tmp_path, "s")
     assert list(df.columns) == COLUMN_NAMES and len(df) == 3
     for col, dtype in DTYPES.items():
         assert str(df[col].dtype) == ("object" if dtype == "object" else dtype), col
-    assert sorted(df["cell_id"]) == ["c1", "c1", "c2"]
-    assert list(df.loc[df.cell_id == "c1", "samples"].iloc[0]) == [1e-4, 2e-4, 3e-4]
-    two = df[df.cell_id == "c2"].iloc[0]
+    assert sorted(df["trial_id"]) == ["c1", "c1", "c2"]
+    assert list(df.loc[df.trial_id == "c1", "samples"].iloc[0]) == [1e-4, 2e-4, 3e-4]
+    two = df[df.trial_id == "c2"].iloc[0]
     assert bool(two["solved"]) and two["steps_to_solve"] == 300
-    assert pd.isna(df.loc[df.cell_id == "c1", "solved"]).all()  # missing -> NA
+    assert pd.isna(df.loc[df.trial_id == "c1", "solved"]).all()  # missing -> NA
     assert pd.isna(df["error"]).all()
 
 
 def test_part_file_has_the_arrow_schema(tmp_path):
-    path = store.write_cell(tmp_path, "s", "c1", rows())
+    path = store.write_trial(tmp_path, "s", "c1", rows())
     schema = pq.read_schema(path)
     assert schema.names == COLUMN_NAMES
     assert str(schema.field("samples").type.value_type) == "double"
@@ -51,34 +51,34 @@ def test_part_file_has_the_arrow_schema(tmp_path):
 
 def test_done_ids_and_force_rewrite(tmp_path):
     assert store.done_ids(tmp_path, "s") == set()
-    store.write_cell(tmp_path, "s", "c1", rows("c1"))
-    store.write_cell(tmp_path, "s", "c2", rows("c2"))
+    store.write_trial(tmp_path, "s", "c1", rows("c1"))
+    store.write_trial(tmp_path, "s", "c2", rows("c2"))
     assert store.done_ids(tmp_path, "s") == {"c1", "c2"}
     # --force: the same cell written again replaces its part; nothing is duplicated
-    store.write_cell(tmp_path, "s", "c1", rows("c1", n=5))
+    store.write_trial(tmp_path, "s", "c1", rows("c1", n=5))
     df = store.load(tmp_path, "s")
-    assert (df.cell_id == "c1").sum() == 5 and len(df) == 7
+    assert (df.trial_id == "c1").sum() == 5 and len(df) == 7
     assert store.done_ids(tmp_path, "other") == set()
 
 
 def test_write_leaves_no_temp_files_and_ignores_stale_ones(tmp_path):
-    store.write_cell(tmp_path, "s", "c1", rows())
+    store.write_trial(tmp_path, "s", "c1", rows())
     (tmp_path / "s" / ".c9.12345.tmp").write_bytes(b"half a file")  # a killed writer
     assert sorted(p.name for p in (tmp_path / "s").iterdir()) == [".c9.12345.tmp",
                                                                   "c1.parquet"]
     assert store.done_ids(tmp_path, "s") == {"c1"}
-    assert set(store.load(tmp_path, "s").cell_id) == {"c1"}
+    assert set(store.load(tmp_path, "s").trial_id) == {"c1"}
 
 
 def test_failed_write_keeps_the_old_part(tmp_path, monkeypatch):
-    store.write_cell(tmp_path, "s", "c1", rows(n=1))
+    store.write_trial(tmp_path, "s", "c1", rows(n=1))
 
     def boom(*a, **k):
         raise OSError("disk full")
 
     monkeypatch.setattr(store.pq, "write_table", boom)
     with pytest.raises(OSError, match="disk full"):
-        store.write_cell(tmp_path, "s", "c1", rows(n=4))
+        store.write_trial(tmp_path, "s", "c1", rows(n=4))
     monkeypatch.undo()
     assert len(store.load(tmp_path, "s")) == 1
     assert [p.name for p in (tmp_path / "s").iterdir()] == ["c1.parquet"]
@@ -88,8 +88,8 @@ def test_sigkill_during_writes_never_leaves_a_broken_part(tmp_path):
     # A child rewrites parts in a loop and is killed mid-stream: every part present
     # must be whole, and no warning (no corrupt file) may appear.
     code = ("import sys; from connbench.results import store\n"
-            "rows=[{'phase':'fwd','status':'ok','samples':[1.0]*5000}]*50\n"
-            "for i in range(10**6): store.write_cell(sys.argv[1], 's', f'c{i%7}', rows)\n")
+            "rows=[{'kind':'speed','status':'ok','samples':[1.0]*5000}]*50\n"
+            "for i in range(10**6): store.write_trial(sys.argv[1], 's', f'c{i%7}', rows)\n")
     proc = subprocess.Popen([sys.executable, "-c", code, str(tmp_path)], cwd=ROOT)
     try:
         for _ in range(400):  # until a few parts exist (bounded, no timing assert)
@@ -103,12 +103,12 @@ def test_sigkill_during_writes_never_leaves_a_broken_part(tmp_path):
         warnings.simplefilter("error")
         done = store.done_ids(tmp_path, "s")
         df = store.load(tmp_path, "s")
-    assert done and set(df.cell_id) == done
+    assert done and set(df.trial_id) == done
     assert not (tmp_path / "s" / store.CORRUPT_DIR).exists()
 
 
 def test_corrupt_part_is_moved_aside_and_rerun(tmp_path):
-    store.write_cell(tmp_path, "s", "good", rows("good"))
+    store.write_trial(tmp_path, "s", "good", rows("good"))
     bad = tmp_path / "s" / "bad.parquet"
     bad.write_bytes(b"PAR1 this is not parquet")
     with pytest.warns(RuntimeWarning, match="bad.parquet.*moved to"):
@@ -118,13 +118,13 @@ def test_corrupt_part_is_moved_aside_and_rerun(tmp_path):
     bad.write_bytes(b"garbage")
     with pytest.warns(RuntimeWarning):
         df = store.load(tmp_path, "s")
-    assert set(df.cell_id) == {"good"}
+    assert set(df.trial_id) == {"good"}
     assert len(list((tmp_path / "s" / "corrupt").iterdir())) == 2
 
 
 def test_unknown_columns_are_rejected_with_did_you_mean(tmp_path):
     with pytest.raises(store.StoreError, match=r"'hiden'.*did you mean 'hidden'"):
-        store.write_cell(tmp_path, "s", "c1", rows(hiden=3))
+        store.write_trial(tmp_path, "s", "c1", rows(hiden=3))
     assert store.done_ids(tmp_path, "s") == set()
 
 
@@ -147,14 +147,14 @@ def test_coercion_of_loose_types():
 
 
 def test_rows_of_another_cell_and_empty_cells_are_refused(tmp_path):
-    with pytest.raises(store.StoreError, match="other cell_id"):
-        store.write_cell(tmp_path, "s", "c1", rows("c2"))
+    with pytest.raises(store.StoreError, match="other trial_id"):
+        store.write_trial(tmp_path, "s", "c1", rows("c2"))
     with pytest.raises(store.StoreError, match="no rows"):
-        store.write_cell(tmp_path, "s", "c1", [])
-    filled = store.write_cell(tmp_path, "s", "c3", [{"phase": "train", "status": "failed",
+        store.write_trial(tmp_path, "s", "c1", [])
+    filled = store.write_trial(tmp_path, "s", "c3", [{"kind": "train", "status": "failed",
                                                      "error": "boom"}])
     df = store.load(tmp_path, "s")
-    assert filled.exists() and df.cell_id.tolist() == ["c3"] and df.sweep.tolist() == ["s"]
+    assert filled.exists() and df.trial_id.tolist() == ["c3"] and df.sweep.tolist() == ["s"]
 
 
 def test_load_without_results_names_the_command(tmp_path):
@@ -167,24 +167,26 @@ def test_load_without_results_names_the_command(tmp_path):
 
 def test_load_a_subset_of_cells(tmp_path):
     for cid in ("a", "b", "c"):
-        store.write_cell(tmp_path, "s", cid, rows(cid, n=1))
-    assert sorted(store.load(tmp_path, "s", cell_ids=["a", "c"]).cell_id) == ["a", "c"]
-    assert store.load(tmp_path, "s", cell_ids=["zzz"]).empty
+        store.write_trial(tmp_path, "s", cid, rows(cid, n=1))
+    assert sorted(store.load(tmp_path, "s", trial_ids=["a", "c"]).trial_id) == ["a", "c"]
+    assert store.load(tmp_path, "s", trial_ids=["zzz"]).empty
 
 
 def test_read_cell(tmp_path):
-    store.write_cell(tmp_path, "s", "a", rows("a", n=3))
-    assert len(store.read_cell(tmp_path, "s", "a")) == 3
-    assert store.read_cell(tmp_path, "s", "b") is None
+    store.write_trial(tmp_path, "s", "a", rows("a", n=3))
+    assert len(store.read_trial(tmp_path, "s", "a")) == 3
+    assert store.read_trial(tmp_path, "s", "b") is None
     (tmp_path / "s" / "b.parquet").write_bytes(b"junk")
     with pytest.warns(RuntimeWarning, match="moved to"):
-        assert store.read_cell(tmp_path, "s", "b") is None
+        assert store.read_trial(tmp_path, "s", "b") is None
 
 
 def test_old_parts_with_fewer_or_retired_columns_still_load(tmp_path):
     d = tmp_path / "s"
     d.mkdir()
-    pd.DataFrame({"cell_id": ["old"], "hidden": [8], "retired": ["x"]}).to_parquet(
+    # the required columns, but none of the others (pass, samples ...) and a retired one
+    pd.DataFrame({"trial_id": ["old"], "kind": ["speed"], "status": ["ok"], "metric": ["m"],
+                  "value": [1.0], "hidden": [8], "retired": ["x"]}).to_parquet(
         d / "old.parquet")
     df = store.load(tmp_path, "s")
     assert list(df.columns) == COLUMN_NAMES and df.hidden.tolist() == [8]

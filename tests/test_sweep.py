@@ -21,7 +21,7 @@ from connbench.registry import Option, Registry, SpecError
 
 
 def _registries():
-    conn = Registry("connectivity")
+    conn = Registry("structure")
     cells = Registry("cell")
     tasks = Registry("task")
 
@@ -38,7 +38,7 @@ def _registries():
         reg(cells, name)
     reg(tasks, "copy", version=2, options=[Option("length", int, 100)])
     reg(tasks, "binary_addition", options=[Option("bits", int, 8)])
-    return {"connectivity": conn, "cell": cells, "task": tasks}
+    return {"structure": conn, "cell": cells, "task": tasks}
 
 
 GATES = {"rnn_tanh": 1, "gru": 3, "lstm": 4}
@@ -67,8 +67,8 @@ class FakeResolver(sw.Resolver):
             return {"seq_len": opts["length"] + 20, "batch": 64}
         return {"seq_len": opts["bits"], "batch": 1}
 
-    def check(self, connectivity, hidden):
-        entry, opts = self.regs["connectivity"].parse(connectivity)
+    def check(self, structure, hidden):
+        entry, opts = self.regs["structure"].parse(structure)
         if entry.name == "butterfly" and hidden & (hidden - 1):
             raise SpecError(f"butterfly needs a power-of-two hidden size, not {hidden}")
         if entry.name == "block" and hidden % opts["groups"]:
@@ -76,9 +76,9 @@ class FakeResolver(sw.Resolver):
         if entry.name == "banded" and opts["width"] % 2 == 0:
             raise SpecError(f"banded: width={opts['width']} must be odd")
 
-    def _count(self, task, cell, connectivity, hidden, layers):
+    def _count(self, task, cell, structure, hidden, layers):
         self.builds += 1
-        entry, opts = self.regs["connectivity"].parse(connectivity)
+        entry, opts = self.regs["structure"].parse(structure)
         h = hidden
         rec = {"full": h * h, "diagonal": h, "banded": opts.get("width", 0) * h,
                "block": h * h // max(opts.get("groups", 1), 1),
@@ -102,10 +102,10 @@ def write(tmp_path, text, name="s"):
 
 BASIC = """
     tasks = ["copy:length=10", "binary_addition"]
-    connectivities = ["full", "diagonal", "banded:width=3"]
+    structures = ["full", "diagonal", "banded:width=3"]
     hidden = [16, 32]
     seeds = [0, 1]
-    phases = ["speed", "train"]
+    kinds = ["speed", "train"]
 
     [train]
     steps = 50
@@ -122,27 +122,27 @@ def load(tmp_path, text, resolver, **kw):
 # -------------------------------------------------------------------------- expansion
 
 
-def test_product_counts_per_phase(tmp_path, resolver):
+def test_product_counts_per_kind(tmp_path, resolver):
     s = load(tmp_path, BASIC, resolver)
-    by_phase = {p: [c for c in s.cells if c.phase == p] for p in ("speed", "train")}
-    assert len(by_phase["train"]) == 2 * 3 * 2 * 2
-    assert len(by_phase["speed"]) == 2 * 3 * 2 * 1  # [speed] seeds override
+    by_kind = {p: [c for c in s.trials if c.kind == p] for p in ("speed", "train")}
+    assert len(by_kind["train"]) == 2 * 3 * 2 * 2
+    assert len(by_kind["speed"]) == 2 * 3 * 2 * 1  # [speed] seeds override
     assert len(s) == 36 and s.name == "s" and not s.skipped
-    assert len({c.cell_id for c in s.cells}) == 36
+    assert len({c.trial_id for c in s.trials}) == 36
 
 
 def test_cell_fields_are_canonical_and_resolved(tmp_path, resolver):
     s = load(tmp_path, BASIC, resolver)
-    c = next(c for c in s.cells if c.connectivity == "banded" and c.phase == "train"
+    c = next(c for c in s.trials if c.structure == "banded" and c.kind == "train"
              and c.task == "copy")
-    assert c.connectivity_spec == "banded:cyclic=false,width=3"
+    assert c.structure_spec == "banded:cyclic=false,width=3"
     assert c.task_spec == "copy:length=10"
     assert c.seq_len == 30 and c.batch == 64  # the task's own
     assert c.cell == "rnn_tanh" and c.layers == 1 and c.device == "cpu"
     assert c.option("steps") == 50 and c.option("lr") is None
-    assert dict(c.versions) == {"task": 2, "connectivity": 1, "harness": sw.HARNESS_VERSION}
+    assert dict(c.versions) == {"task": 2, "structure": 1, "harness": sw.HARNESS_VERSION}
     row = c.row_fields()
-    assert row["task"] == "copy" and row["connectivity_spec"] == c.connectivity_spec
+    assert row["task"] == "copy" and row["structure_spec"] == c.structure_spec
     assert row["hidden_request"] == str(c.hidden)
     assert c.to_dict()["options"] == {"steps": 50}
     assert c.to_dict()["versions"]["task"] == 2
@@ -150,25 +150,25 @@ def test_cell_fields_are_canonical_and_resolved(tmp_path, resolver):
 
 def test_seq_len_applies_to_speed_not_train(tmp_path, resolver):
     s = load(tmp_path, BASIC, resolver, overrides=["seq_len=77"])
-    assert {c.seq_len for c in s.cells if c.phase == "speed"} == {77}
-    assert {c.seq_len for c in s.cells if c.phase == "train"} == {30, 8}
+    assert {c.seq_len for c in s.trials if c.kind == "speed"} == {77}
+    assert {c.seq_len for c in s.trials if c.kind == "train"} == {30, 8}
     with pytest.raises(SpecError, match="seq_len cannot be set for train"):
         load(tmp_path, BASIC.replace("steps = 50", "steps = 50\nseq_len = 9"), resolver)
 
 
-def test_exclude_by_name_options_and_phase(tmp_path, resolver):
+def test_exclude_by_name_options_and_kind(tmp_path, resolver):
     text = BASIC + """
     [[exclude]]
-    connectivity = "banded"
+    structure = "banded"
     hidden = 32
 
     [[exclude]]
     task = "copy:length=10"
-    phase = "speed"
+    kind = "speed"
     """
     s = load(tmp_path, text, resolver)
-    assert not [c for c in s.cells if c.connectivity == "banded" and c.hidden == 32]
-    assert not [c for c in s.cells if c.task == "copy" and c.phase == "speed"]
+    assert not [c for c in s.trials if c.structure == "banded" and c.hidden == 32]
+    assert not [c for c in s.trials if c.task == "copy" and c.kind == "speed"]
     # 36 - banded@32 (train 4 + speed 2) - copy speed (6, of which 1 already gone)
     assert len(s) == 36 - 6 - 5
 
@@ -176,7 +176,7 @@ def test_exclude_by_name_options_and_phase(tmp_path, resolver):
 def test_exclude_options_must_all_match(tmp_path, resolver):
     text = BASIC + """
     [[exclude]]
-    connectivity = "banded:width=5"
+    structure = "banded:width=5"
     """
     assert len(load(tmp_path, text, resolver)) == 36
 
@@ -184,33 +184,33 @@ def test_exclude_options_must_all_match(tmp_path, resolver):
 def test_include_adds_cells_with_settings(tmp_path, resolver):
     text = BASIC + """
     [[exclude]]
-    connectivity = "full"
+    structure = "full"
 
     [[include]]
     task = "copy:length=200"
-    connectivity = ["full", "diagonal"]
-    phase = "train"
+    structure = ["full", "diagonal"]
+    kind = "train"
     hidden = 64
     steps = 500
     """
     s = load(tmp_path, text, resolver)
-    added = [c for c in s.cells if c.task_spec == "copy:length=200"]
+    added = [c for c in s.trials if c.task_spec == "copy:length=200"]
     assert len(added) == 2 * 2  # two structures x the sweep's two seeds
     assert {c.option("steps") for c in added} == {500}
     assert {c.hidden for c in added} == {64}
-    assert any(c.connectivity == "full" for c in added)  # excludes never remove includes
+    assert any(c.structure == "full" for c in added)  # excludes never remove includes
 
 
 def test_list_setting_is_an_axis(tmp_path, resolver):
     s = load(tmp_path, BASIC.replace("steps = 50", "steps = [50, 500]"), resolver)
-    assert len([c for c in s.cells if c.phase == "train"]) == 48
+    assert len([c for c in s.trials if c.kind == "train"]) == 48
 
 
 def test_singular_and_plural_keys_are_the_same(tmp_path, resolver):
     plural = load(tmp_path, BASIC, resolver)
     singular = BASIC.replace("tasks =", "task =").replace("seeds = [0, 1]", "seed = [0, 1]")
-    assert [c.cell_id for c in load(tmp_path, singular, resolver).cells] == [
-        c.cell_id for c in plural.cells]
+    assert [c.trial_id for c in load(tmp_path, singular, resolver).trials] == [
+        c.trial_id for c in plural.trials]
     with pytest.raises(SpecError, match="given twice"):
         load(tmp_path, BASIC + "\nseed = 3\n", resolver)
 
@@ -221,29 +221,29 @@ def test_singular_and_plural_keys_are_the_same(tmp_path, resolver):
 def test_id_stable_under_key_and_option_reordering(tmp_path, resolver):
     a = load(tmp_path, """
         tasks = ["copy:length=10"]
-        connectivities = ["banded:width=3", "block:groups=4"]
+        structures = ["banded:width=3", "block:groups=4"]
         hidden = 16
-        phases = ["train"]
+        kinds = ["train"]
         [train]
         steps = 5
         lr = 0.01
     """, resolver)
     b = sw.expand({
         "train": {"lr": 0.01, "steps": 5},
-        "phases": ["train"],
+        "kinds": ["train"],
         "hidden": 16,
-        "connectivities": ["block", "banded:cyclic=false,width=3"],
+        "structures": ["block", "banded:cyclic=false,width=3"],
         "tasks": ["copy"],
     }, name="other", resolver=resolver)
     # copy defaults to length 100, so give it explicitly in a third spelling
     c = sw.expand({
-        "phases": ["train"], "hidden": [16], "tasks": "copy:length=10",
-        "connectivities": ["block:groups=4", "banded:width=3,cyclic=false"],
+        "kinds": ["train"], "hidden": [16], "tasks": "copy:length=10",
+        "structures": ["block:groups=4", "banded:width=3,cyclic=false"],
         "train": {"lr": 0.01, "steps": 5}}, name="third", resolver=resolver)
-    assert sorted(x.cell_id for x in a.cells) == sorted(x.cell_id for x in c.cells)
+    assert sorted(x.trial_id for x in a.trials) == sorted(x.trial_id for x in c.trials)
     # block == block:groups=4; copy != copy:length=10
-    assert {x.cell_id for x in a.cells} != {x.cell_id for x in b.cells}
-    assert [x for x in b.cells if x.connectivity == "block"][0].connectivity_spec == \
+    assert {x.trial_id for x in a.trials} != {x.trial_id for x in b.trials}
+    assert [x for x in b.trials if x.structure == "block"][0].structure_spec == \
         "block:groups=4"
 
 
@@ -251,11 +251,11 @@ def test_id_stable_under_key_and_option_reordering(tmp_path, resolver):
 @given(st.randoms(use_true_random=False))
 def test_id_stable_under_any_reordering(rnd):
     resolver = FakeResolver()
-    raw = {"tasks": ["copy:length=10"], "connectivities": ["banded:cyclic=false,width=3",
+    raw = {"tasks": ["copy:length=10"], "structures": ["banded:cyclic=false,width=3",
                                                            "block:groups=4"],
-           "hidden": [16, 32], "seeds": [0, 1], "phases": ["train", "speed"],
+           "hidden": [16, 32], "seeds": [0, 1], "kinds": ["train", "speed"],
            "train": {"steps": 5, "lr": 0.01, "max_time_s": 9.0}, "speed": {"threads": 1}}
-    ids = {c.cell_id for c in sw.expand(raw, name="x", resolver=resolver).cells}
+    ids = {c.trial_id for c in sw.expand(raw, name="x", resolver=resolver).trials}
 
     def shuffled(value):
         if isinstance(value, dict):
@@ -271,52 +271,52 @@ def test_id_stable_under_any_reordering(rnd):
             return f"{name}:{','.join(parts)}"
         return value
 
-    again = sw.expand(shuffled(raw), name="y", resolver=resolver).cells
-    assert {c.cell_id for c in again} == ids
+    again = sw.expand(shuffled(raw), name="y", resolver=resolver).trials
+    assert {c.trial_id for c in again} == ids
 
 
 def test_id_ignores_sweep_name_and_precision_settings(resolver):
-    base = {"tasks": "copy", "connectivities": "full", "hidden": 8, "phases": "speed"}
+    base = {"tasks": "copy", "structures": "full", "hidden": 8, "kinds": "speed"}
     one = sw.expand({**base, "speed": {"min_run_time": 0.1}}, name="a", resolver=resolver)
     two = sw.expand({**base, "speed": {"min_run_time": 1.0}}, name="b", resolver=resolver)
-    assert one.cells[0].cell_id == two.cells[0].cell_id
+    assert one.trials[0].trial_id == two.trials[0].trial_id
     three = sw.expand({**base, "speed": {"threads": 1}}, name="a", resolver=resolver)
-    assert three.cells[0].cell_id != one.cells[0].cell_id
+    assert three.trials[0].trial_id != one.trials[0].trial_id
 
 
 def test_id_changes_with_code_versions(resolver, monkeypatch):
-    raw = {"tasks": "copy", "connectivities": ["full", "diagonal"], "hidden": 8,
-           "phases": "train"}
-    before = {c.connectivity: c.cell_id for c in sw.expand(raw, name="x", resolver=resolver).cells}
-    resolver.regs["connectivity"].get("full").obj.version = 2
-    after = {c.connectivity: c.cell_id for c in sw.expand(raw, name="x", resolver=resolver).cells}
+    raw = {"tasks": "copy", "structures": ["full", "diagonal"], "hidden": 8,
+           "kinds": "train"}
+    before = {c.structure: c.trial_id for c in sw.expand(raw, name="x", resolver=resolver).trials}
+    resolver.regs["structure"].get("full").obj.version = 2
+    after = {c.structure: c.trial_id for c in sw.expand(raw, name="x", resolver=resolver).trials}
     assert before["full"] != after["full"] and before["diagonal"] == after["diagonal"]
     resolver.regs["task"].get("copy").obj.version = 3
-    task_bump = {c.connectivity: c.cell_id
-                 for c in sw.expand(raw, name="x", resolver=resolver).cells}
+    task_bump = {c.structure: c.trial_id
+                 for c in sw.expand(raw, name="x", resolver=resolver).trials}
     assert task_bump["diagonal"] != after["diagonal"]
     monkeypatch.setattr(sw, "HARNESS_VERSION", sw.HARNESS_VERSION + 1)
-    harness_bump = {c.connectivity: c.cell_id
-                    for c in sw.expand(raw, name="x", resolver=resolver).cells}
+    harness_bump = {c.structure: c.trial_id
+                    for c in sw.expand(raw, name="x", resolver=resolver).trials}
     assert harness_bump["diagonal"] != task_bump["diagonal"]
 
 
 def test_duplicate_cells_collapse(resolver):
-    raw = {"tasks": ["copy", "copy:length=100"], "connectivities": ["block", "block:groups=4"],
-           "hidden": [8, 8], "phases": "train"}
-    assert len(sw.expand(raw, name="x", resolver=resolver).cells) == 1
+    raw = {"tasks": ["copy", "copy:length=100"], "structures": ["block", "block:groups=4"],
+           "hidden": [8, 8], "kinds": "train"}
+    assert len(sw.expand(raw, name="x", resolver=resolver).trials) == 1
 
 
 def test_derive_recomputes_id(resolver):
-    s = sw.expand({"tasks": "copy:length=10", "connectivities": "full", "hidden": 8,
-                   "phases": "train"}, name="x", resolver=resolver)
-    cell = s.cells[0]
+    s = sw.expand({"tasks": "copy:length=10", "structures": "full", "hidden": 8,
+                   "kinds": "train"}, name="x", resolver=resolver)
+    cell = s.trials[0]
     longer = s.derive(cell, task_spec="copy:length=20")
-    assert longer.seq_len == 40 and longer.cell_id != cell.cell_id
+    assert longer.seq_len == 40 and longer.trial_id != cell.trial_id
     same = s.derive(longer, task_spec="copy:length=10")
-    assert same.cell_id == cell.cell_id and same == cell
+    assert same.trial_id == cell.trial_id and same == cell
     with pytest.raises(SpecError):
-        s.derive(cell, connectivity_spec="butterfly", hidden=12)
+        s.derive(cell, structure_spec="butterfly", hidden=12)
 
 
 # ---------------------------------------------------------------------- budgets
@@ -324,17 +324,17 @@ def test_derive_recomputes_id(resolver):
 
 def test_iso_params_picks_the_closest_valid_size(resolver):
     budget = 20000
-    s = sw.expand({"tasks": "copy", "connectivities": ["full", "diagonal", "butterfly"],
-                   "hidden": f"iso_params:{budget}", "phases": "train"},
+    s = sw.expand({"tasks": "copy", "structures": ["full", "diagonal", "butterfly"],
+                   "hidden": f"iso_params:{budget}", "kinds": "train"},
                   name="x", resolver=resolver)
-    for c in s.cells:
+    for c in s.trials:
         assert c.hidden_request == f"iso_params:{budget}"
-        sizes = [h for h in range(1, 4000) if _valid(resolver, c.connectivity_spec, h)]
-        totals = {h: resolver.total_params(c.task_spec, c.cell, c.connectivity_spec, h, 1)
+        sizes = [h for h in range(1, 4000) if _valid(resolver, c.structure_spec, h)]
+        totals = {h: resolver.total_params(c.task_spec, c.cell, c.structure_spec, h, 1)
                   for h in sizes}
         best = min(totals, key=lambda h: (abs(totals[h] - budget), h))
-        assert c.hidden == best, c.connectivity
-    chosen = {c.connectivity: c.hidden for c in s.cells}
+        assert c.hidden == best, c.structure
+    chosen = {c.structure: c.hidden for c in s.trials}
     assert chosen["full"] < chosen["diagonal"]
     assert chosen["butterfly"] & (chosen["butterfly"] - 1) == 0
 
@@ -348,15 +348,15 @@ def _valid(resolver, spec, h):
 
 
 def test_iso_params_builds_few_models(resolver):
-    sw.expand({"tasks": "copy", "connectivities": "full", "hidden": "iso_params:50000",
-               "phases": "train"}, name="x", resolver=resolver)
+    sw.expand({"tasks": "copy", "structures": "full", "hidden": "iso_params:50000",
+               "kinds": "train"}, name="x", resolver=resolver)
     assert resolver.builds <= 2 * math.ceil(math.log2(sw.MAX_HIDDEN)) + 2
 
 
 def test_iso_params_out_of_reach_and_bad_budgets(resolver):
     with pytest.raises(SpecError, match="out of reach"):
-        sw.expand({"tasks": "copy", "connectivities": "diagonal",
-                   "hidden": "iso_params:10000000000", "phases": "train"},
+        sw.expand({"tasks": "copy", "structures": "diagonal",
+                   "hidden": "iso_params:10000000000", "kinds": "train"},
                   name="x", resolver=resolver)
     for bad in ("iso_params:0", "iso_param:5", "big", -3, 1.5, True):
         with pytest.raises(SpecError, match="hidden"):
@@ -370,9 +370,9 @@ def test_iso_params_out_of_reach_and_bad_budgets(resolver):
 
 INVALID = """
     tasks = "copy"
-    connectivities = ["butterfly", "block:groups=3", "full"]
+    structures = ["butterfly", "block:groups=3", "full"]
     hidden = [100, 64]
-    phases = ["train"]
+    kinds = ["train"]
 """
 
 
@@ -388,20 +388,20 @@ def test_impossible_cells_are_listed_together(tmp_path, resolver):
 
 def test_skip_invalid_returns_skipped_cells(tmp_path, resolver):
     s = load(tmp_path, INVALID, resolver, skip_invalid=True)
-    assert len(s.cells) == 3 and len(s.skipped) == 3
+    assert len(s.trials) == 3 and len(s.skipped) == 3
     cell, reason = s.skipped[0]
-    assert cell.cell_id and "butterfly" in reason
-    assert {c.cell_id for c in s.cells}.isdisjoint(c.cell_id for c, _ in s.skipped)
+    assert cell.trial_id and "butterfly" in reason
+    assert {c.trial_id for c in s.trials}.isdisjoint(c.trial_id for c, _ in s.skipped)
 
 
 def test_excluding_impossible_cells_makes_the_sweep_valid(tmp_path, resolver):
     text = INVALID + """
     [[exclude]]
-    connectivity = ["butterfly", "block"]
+    structure = ["butterfly", "block"]
     hidden = 100
 
     [[exclude]]
-    connectivity = "block:groups=3"
+    structure = "block:groups=3"
     """
     assert len(load(tmp_path, text, resolver)) == 3
 
@@ -420,7 +420,7 @@ def test_malformed_toml_names_the_line(tmp_path, resolver):
     ("[trian]\nsteps = 3", r"unknown key 'trian' \(did you mean 'train'\?\)"),
     ("[train]\nstep = 3", r"unknown key 'step' \(did you mean 'steps'\?\)"),
     ("[speed]\nsteps = 3", r"\[speed\]: unknown key 'steps'"),
-    ("[[exclude]]\nconectivity = 'full'", r"did you mean 'connectivity'"),
+    ("[[exclude]]\nstructre = 'full'", r"did you mean 'structure'"),
 ])
 def test_unknown_keys_get_did_you_mean(tmp_path, resolver, text, pattern):
     base = 'tasks = "copy"\nconnectivities = "full"\nhidden = 8\n'
@@ -431,10 +431,10 @@ def test_unknown_keys_get_did_you_mean(tmp_path, resolver, text, pattern):
 
 
 @pytest.mark.parametrize("key, value, pattern", [
-    ("connectivities", '"diagonl"', r"unknown connectivity 'diagonl' \(did you mean 'diagonal'"),
+    ("structures", '"diagonl"', r"unknown structure 'diagonl' \(did you mean 'diagonal'"),
     ("tasks", '"copy:lenght=3"', r"no option 'lenght' \(did you mean 'length'"),
     ("cells", '"gruu"', r"did you mean 'gru'"),
-    ("phases", '"sped"', r"unknown phase 'sped' \(did you mean 'speed'"),
+    ("kinds", '"sped"', r"unknown kind 'sped' \(did you mean 'speed'"),
     ("dtype", '"float33"', r"did you mean 'float32'"),
     ("devices", '"gpu"', r"device 'gpu' is not allowed"),
     ("layers", "0", r"layers=0 must be an integer >= 1"),
@@ -442,16 +442,16 @@ def test_unknown_keys_get_did_you_mean(tmp_path, resolver, text, pattern):
     ("hidden", "[]", r"hidden is empty"),
 ])
 def test_bad_values_are_named(resolver, key, value, pattern):
-    raw = {"tasks": "copy", "connectivities": "full", "hidden": 8}
+    raw = {"tasks": "copy", "structures": "full", "hidden": 8}
     with pytest.raises(SpecError, match=pattern):
         sw.expand(raw, name="x", resolver=resolver, overrides=[f"{key}={value}"])
 
 
 def test_missing_axes_and_empty_sweep(resolver):
-    with pytest.raises(SpecError, match="missing connectivities, hidden"):
+    with pytest.raises(SpecError, match="missing structures, hidden"):
         sw.expand({"tasks": "copy"}, name="x", resolver=resolver)
-    raw = {"tasks": "copy", "connectivities": "full", "hidden": 8,
-           "exclude": [{"phase": ["speed", "memory", "train"]}]}
+    raw = {"tasks": "copy", "structures": "full", "hidden": 8,
+           "exclude": [{"kind": ["speed", "memory", "train"]}]}
     with pytest.raises(SpecError, match="expands to no cells"):
         sw.expand(raw, name="x", resolver=resolver)
 
@@ -468,18 +468,18 @@ def test_unknown_sweep_name_and_missing_file(tmp_path):
 
 def test_overrides_replace_axes_and_settings(tmp_path, resolver):
     s = load(tmp_path, BASIC, resolver, overrides=[
-        "hidden=[128,512]", "seeds=[0,1,2]", "train.steps=7", "connectivities=diagonal",
+        "hidden=[128,512]", "seeds=[0,1,2]", "train.steps=7", "structures=diagonal",
         "speed.seeds=[5]", "tasks=copy:length=10"])
-    assert {c.hidden for c in s.cells} == {128, 512}
-    assert {c.seed for c in s.cells if c.phase == "train"} == {0, 1, 2}
-    assert {c.seed for c in s.cells if c.phase == "speed"} == {5}
-    assert {c.option("steps") for c in s.cells if c.phase == "train"} == {7}
-    assert {c.connectivity for c in s.cells} == {"diagonal"}
-    assert {c.task_spec for c in s.cells} == {"copy:length=10"}
+    assert {c.hidden for c in s.trials} == {128, 512}
+    assert {c.seed for c in s.trials if c.kind == "train"} == {0, 1, 2}
+    assert {c.seed for c in s.trials if c.kind == "speed"} == {5}
+    assert {c.option("steps") for c in s.trials if c.kind == "train"} == {7}
+    assert {c.structure for c in s.trials} == {"diagonal"}
+    assert {c.task_spec for c in s.trials} == {"copy:length=10"}
 
 
 def test_override_errors(resolver):
-    raw = {"tasks": "copy", "connectivities": "full", "hidden": 8}
+    raw = {"tasks": "copy", "structures": "full", "hidden": 8}
     with pytest.raises(SpecError, match=r"unknown key 'hiden' \(did you mean 'hidden'"):
         sw.expand(raw, name="x", resolver=resolver, overrides=["hiden=3"])
     with pytest.raises(SpecError, match=r"did you mean 'train.steps'"):
@@ -493,7 +493,7 @@ def test_override_errors(resolver):
 
 
 def test_lookback_table_is_validated(resolver):
-    raw = {"tasks": ["copy"], "connectivities": "full", "hidden": 8, "phases": "train",
+    raw = {"tasks": ["copy"], "structures": "full", "hidden": 8, "kinds": "train",
            "lookback": {"option": "length", "start": 10, "max": 1000, "resolution": 0.25}}
     s = sw.expand(raw, name="x", resolver=resolver)
     assert s.lookback == {"option": "length", "start": 10, "max": 1000, "resolution": 0.25}
@@ -509,13 +509,13 @@ def test_lookback_table_is_validated(resolver):
 
 
 def test_with_task_option(resolver):
-    s = sw.expand({"tasks": "copy:length=10", "connectivities": "full", "hidden": 8,
-                   "phases": "train", "lookback": {}}, name="x", resolver=resolver)
+    s = sw.expand({"tasks": "copy:length=10", "structures": "full", "hidden": 8,
+                   "kinds": "train", "lookback": {}}, name="x", resolver=resolver)
     assert s.lookback == {"option": "length"}
-    probe = sw.with_task_option(s.cells[0], "length", 40, resolver=resolver)
+    probe = sw.with_task_option(s.trials[0], "length", 40, resolver=resolver)
     assert probe.task_spec == "copy:length=40" and probe.seq_len == 60
-    assert probe.cell_id != s.cells[0].cell_id
-    assert sw.with_task_option(probe, "length", 10, resolver=resolver) == s.cells[0]
+    assert probe.trial_id != s.trials[0].trial_id
+    assert sw.with_task_option(probe, "length", 10, resolver=resolver) == s.trials[0]
 
 
 # ------------------------------------------------- the real registries and sweeps
@@ -531,56 +531,55 @@ def test_shipped_sweeps_expand(real):
     assert {"smoke", "default", "paper", "trask", "lookback"} <= set(sw.shipped_sweeps())
     for name in ("smoke", "default", "trask", "lookback"):
         s = sw.load_sweep(name, resolver=real)
-        assert s.cells and not s.skipped, name
+        assert s.trials and not s.skipped, name
         assert s.description
     # paper at fixed sizes only: its iso_params arm is slow to resolve, not wrong
     assert len(sw.load_sweep("paper", overrides=["hidden=[128]"], resolver=real)) > 1000
 
 
-def test_smoke_covers_every_phase_and_a_budget(real):
+def test_smoke_covers_every_kind_and_a_budget(real):
     s = sw.load_sweep("smoke", resolver=real)
-    assert {c.phase for c in s.cells} == {"speed", "memory", "train"}
+    assert {c.kind for c in s.trials} == {"speed", "memory", "train"}
     assert len(s) <= 15  # it must stay a smoke test
-    budget = [c for c in s.cells if c.hidden_request.startswith("iso_params")]
+    budget = [c for c in s.trials if c.hidden_request.startswith("iso_params")]
     assert budget and budget[0].hidden % 4 == 0
 
 
 def test_default_covers_every_task_and_structure(real):
     from connbench import tasks
-    from connbench.nn import structures as connectivity
+    from connbench.nn import structures
 
     s = sw.load_sweep("default", resolver=real)
-    train = [c for c in s.cells if c.phase == "train"]
+    train = [c for c in s.trials if c.kind == "train"]
     assert {c.task for c in train} == set(tasks.names())
-    assert {c.connectivity for c in s.cells} == set(connectivity.names())
+    assert {c.structure for c in s.trials} == set(structures.names())
 
 
 def test_real_impossible_sizes(real):
-    raw = {"tasks": "copy", "connectivities": ["butterfly", "block:groups=3", "full"],
-           "hidden": [100, 64], "phases": "train"}
+    raw = {"tasks": "copy", "structures": ["butterfly", "block:groups=3", "full"],
+           "hidden": [100, 64], "kinds": "train"}
     with pytest.raises(SpecError, match=r"3 impossible cell\(s\)") as err:
         sw.expand(raw, name="x", resolver=real)
     assert "butterfly:init=default at hidden=100" in str(err.value)
     s = sw.expand(raw, name="x", resolver=real, skip_invalid=True)
-    assert len(s.skipped) == 3 and len(s.cells) == 3
+    assert len(s.skipped) == 3 and len(s.trials) == 3
 
 
 def test_real_iso_params_matches_brute_force(real):
     from connbench.nn.model import SequenceModel
 
     budget, task = 3000, "binary_addition"
-    s = sw.expand({"tasks": task, "connectivities": ["full", "diagonal", "butterfly",
+    s = sw.expand({"tasks": task, "structures": ["full", "diagonal", "butterfly",
                                                      "random"],
-                   "hidden": f"iso_params:{budget}", "phases": "train"},
+                   "hidden": f"iso_params:{budget}", "kinds": "train"},
                   name="x", resolver=real)
-    t = real._task(s.cells[0].task_spec)
-    for c in s.cells:
+    t = real._task(s.trials[0].task_spec)
+    for c in s.trials:
         def total(h, c=c):
-            return SequenceModel(t.input_size, h, t.output_size, cell=c.cell,
-                                 connectivity=c.connectivity_spec,
-                                 readout=t.readout).param_counts()["total"]
+            return SequenceModel.for_task(t, hidden=h, cell=c.cell,
+                                          structure=c.structure_spec).param_counts()["total"]
         # totals grow with the size, so beating both valid neighbours is the optimum
-        spec, h = c.connectivity_spec, c.hidden
+        spec, h = c.structure_spec, c.hidden
         below = next(x for x in range(h - 1, 0, -1) if _valid(real, spec, x))
         above = next(x for x in range(h + 1, 4 * h) if _valid(real, spec, x))
         gap = abs(total(h) - budget)
@@ -593,18 +592,18 @@ def test_cells_fit_the_schema_and_asdict(real):
 
     from connbench.results.schema import COLUMN_NAMES
 
-    cell = next(c for c in sw.load_sweep("smoke", resolver=real).cells if c.phase == "train")
+    cell = next(c for c in sw.load_sweep("smoke", resolver=real).trials if c.kind == "train")
     assert set(cell.row_fields()) <= set(COLUMN_NAMES)
     plain = dataclasses.asdict(cell)
     assert plain["options"]["steps"] == cell.option("steps")
-    assert plain["task"] == cell.task and plain["connectivity_spec"] == cell.connectivity_spec
+    assert plain["task"] == cell.task and plain["structure_spec"] == cell.structure_spec
     assert hash(cell) == hash(dataclasses.replace(cell))
 
 
 def test_presets_are_checked_per_task(resolver):
-    raw = {"tasks": "binary_addition", "connectivities": "full", "hidden": 16,
-           "phases": "train", "train": {"preset": "trask"}}
-    assert sw.expand(raw, name="x", resolver=resolver).cells[0].option("preset") == "trask"
+    raw = {"tasks": "binary_addition", "structures": "full", "hidden": 16,
+           "kinds": "train", "train": {"preset": "trask"}}
+    assert sw.expand(raw, name="x", resolver=resolver).trials[0].option("preset") == "trask"
     raw["train"]["preset"] = "trsk"
     with pytest.raises(SpecError, match=r"no preset 'trsk' \(did you mean 'trask'"):
         sw.expand(raw, name="x", resolver=resolver)
@@ -612,3 +611,13 @@ def test_presets_are_checked_per_task(resolver):
     raw["tasks"] = ["binary_addition", "copy"]
     with pytest.raises(SpecError, match=r"task 'copy' has no preset 'trask'; its presets: none"):
         sw.expand(raw, name="x", resolver=resolver)
+
+
+def test_first_release_key_names_still_load(tmp_path, resolver):
+    """`connectivities` and `phases` (the first release's words) mean structures, kinds."""
+    old = load(tmp_path, 'tasks = "copy"\nconnectivities = ["full", "diagonal"]\nhidden = 8\n'
+                         'phases = ["train"]\n', resolver)
+    new = load(tmp_path, 'tasks = "copy"\nstructures = ["full", "diagonal"]\nhidden = 8\n'
+                         'kinds = ["train"]\n', resolver)
+    assert [t.trial_id for t in old.trials] == [t.trial_id for t in new.trials]
+    assert {t.structure for t in new.trials} == {"full", "diagonal"}

@@ -29,7 +29,7 @@ def one_thread():
 
 
 def test_full_rnn_solves_8_bit_binary_addition():
-    r = train("binary_addition:bits=8", cell="rnn_tanh", connectivity="full", hidden=16,
+    r = train("binary_addition:bits=8", cell="rnn_tanh", structure="full", hidden=16,
               steps=1500, seed=0)
     assert r.status == "ok" and r.solved, r.metrics
     assert r.stop_reason == "solved" and r.steps == r.steps_to_solve <= 1500
@@ -38,7 +38,7 @@ def test_full_rnn_solves_8_bit_binary_addition():
 
 
 def test_no_recurrence_stays_near_chance_on_binary_addition():
-    r = train("binary_addition:bits=8", cell="rnn_tanh", connectivity="none", hidden=16,
+    r = train("binary_addition:bits=8", cell="rnn_tanh", structure="none", hidden=16,
               steps=600, seed=0)
     assert r.status == "ok" and not r.solved and r.steps == 600
     # without memory the best is the XOR predictor: wrong wherever a carry comes in
@@ -47,7 +47,7 @@ def test_no_recurrence_stays_near_chance_on_binary_addition():
 
 
 def test_full_rnn_solves_short_adding_problem():
-    r = train("adding:length=20", cell="rnn_tanh", connectivity="full", hidden=16, lr=1e-2,
+    r = train("adding:length=20", cell="rnn_tanh", structure="full", hidden=16, lr=1e-2,
               steps=2500, seed=0)
     assert r.status == "ok" and r.solved, r.history[-1]
     assert r.metrics["mse"] < 0.01 < r.chance["mse"]
@@ -57,7 +57,7 @@ def test_full_rnn_solves_short_adding_problem():
 
 
 def test_same_seed_same_run_and_other_seed_differs():
-    kw = dict(cell="rnn_tanh", connectivity="banded:width=3", hidden=8, steps=40)
+    kw = dict(cell="rnn_tanh", structure="banded:width=3", hidden=8, steps=40)
     a = train("binary_addition:bits=6", seed=3, **kw)
     b = train("binary_addition:bits=6", seed=3, **kw)
     c = train("binary_addition:bits=6", seed=4, **kw)
@@ -118,7 +118,7 @@ def test_exception_during_training_gives_failed_with_message():
     "kwargs, words",
     [
         (dict(cell="lstn", hidden=4), ["lstn", "lstm"]),
-        (dict(connectivity="bandd", hidden=4), ["bandd", "banded"]),
+        (dict(structure="bandd", hidden=4), ["bandd", "banded"]),
         (dict(hidden=4, preset="nope"), ["no preset 'nope'"]),
         (dict(cell="rnn_tanh"), ["hidden"]),
         (dict(hidden=4, steps=0), ["steps=0"]),
@@ -137,10 +137,10 @@ def test_user_mistakes_raise_spec_error_before_training(kwargs, words):
 
 
 def test_trask_preset_builds_trasks_network_and_settings():
-    r = train("binary_addition", connectivity="full", preset="trask", steps=20)
+    r = train("binary_addition", structure="full", preset="trask", steps=20)
     assert r.task == "binary_addition:bits=8,loss=squared"
     assert (r.cell, r.hidden) == ("rnn_sigmoid", 16)
-    assert r.connectivity == "full:init=uniform"  # the structure as built
+    assert r.structure == "full:init=uniform"  # the structure as built
     assert r.config["optimizer"] == "sgd" and r.config["lr"] == 0.1
     assert r.config["batch"] == 1 and r.config["clip"] is None
     assert r.config["bias"] is False and r.config["init"] == "uniform"
@@ -180,16 +180,16 @@ def test_trask_architecture_matches_the_numpy_demo():
 
 def test_cli_json_result(capsys):
     code = cli_main(["train", "--task", "binary_addition:bits=4", "--cell", "rnn_tanh",
-                     "--connectivity", "diagonal", "--hidden", "8", "--steps", "30",
+                     "--structure", "diagonal", "--hidden", "8", "--steps", "30",
                      "--seed", "2", "--json"])
     out, err = capsys.readouterr()
     assert code == 0
     result = json.loads(out.strip().splitlines()[-1])
-    for key in ("task", "connectivity", "cell", "hidden", "seed", "steps", "status", "solved",
+    for key in ("task", "structure", "cell", "hidden", "seed", "steps", "status", "solved",
                 "steps_to_solve", "metrics", "chance", "params"):
         assert key in result
     assert result["task"] == "binary_addition:bits=4,loss=bce"
-    assert result["connectivity"].startswith("diagonal")
+    assert result["structure"].startswith("diagonal")
     assert (result["hidden"], result["seed"], result["status"]) == (8, 2, "ok")
     assert set(result["metrics"]) == {"bit_accuracy", "sequence_accuracy"}
     assert result["params"]["total"] > 0

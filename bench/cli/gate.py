@@ -10,6 +10,7 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
+from connbench.cli.args import fraction, positive_int
 from connbench.perf.gate import (
     DEFAULT_THRESHOLDS,
     DOCS,
@@ -31,7 +32,7 @@ from connbench.registry import SpecError
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--thresholds", default=str(DEFAULT_THRESHOLDS), metavar="TOML",
                    help="committed thresholds and settings (default: %(default)s)")
-    p.add_argument("--rounds", type=int, default=None,
+    p.add_argument("--rounds", type=positive_int, default=None,
                    help="override the number of interleaved rounds (more: less noise)")
     p.add_argument("--slow", action="append", default=[], metavar="NAME",
                    help=f"force structure NAME through the dense-every-step slow path "
@@ -44,14 +45,18 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--from", dest="from_", nargs="+", metavar="JSON", default=None,
                    help="with --propose: pool the rounds of earlier --json outputs "
                         "instead of measuring now")
-    p.add_argument("--fraction", type=float, default=None,
+    p.add_argument("--fraction", type=fraction, default=None,
                    help="with --propose: min as a fraction of the measured ratio "
                         "(default: the file's [gate] fraction)")
 
 
 def main(args: argparse.Namespace) -> int:
     try:
-        gate = load(args.thresholds)
+        try:
+            gate = load(args.thresholds)
+        except UnicodeDecodeError:
+            raise SpecError(f"thresholds file {args.thresholds!r} is not UTF-8 text; "
+                            "it is a TOML file") from None
         slow = slow_names(args.slow)
         if args.rounds is not None and args.rounds < 1:
             raise SpecError(f"--rounds={args.rounds} must be at least 1")

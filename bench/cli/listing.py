@@ -6,10 +6,9 @@ import json
 
 
 def _registries():
-    from connbench.nn import cells
-    from connbench.nn import structures as connectivity
+    from connbench.nn import cells, structures
 
-    regs = [("connectivities", connectivity.REGISTRY), ("cells", cells.CELLS)]
+    regs = [("structures", structures.REGISTRY), ("cells", cells.CELLS)]
     try:
         from connbench import tasks
     except ImportError:  # tasks package not importable: list the rest

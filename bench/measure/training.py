@@ -30,7 +30,7 @@ class TrainResult:
     """Outcome of one training run (see docs/API.md)."""
 
     task: str
-    connectivity: str
+    structure: str
     cell: str
     hidden: int
     layers: int
@@ -43,12 +43,13 @@ class TrainResult:
     metrics: dict[str, float]
     chance: dict[str, float]
     history: list[dict[str, float | None]]  # step, train_loss (None at step 0), metrics
-    params: dict[str, int]
+    params: dict[str, int]  # SequenceModel.param_counts() of the trained model
     primary_metric: str
     higher_is_better: bool
     error: str = ""
     stop_reason: str = ""  # solved, steps, time, diverged, failed
     config: dict[str, Any] = field(default_factory=dict)  # effective training settings
+    flops_per_step: float = math.nan  # recurrent FLOPs per step of a training batch
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-safe dict: non-finite floats become None."""
@@ -65,11 +66,11 @@ def _json_safe(obj: Any) -> Any:
     return obj
 
 
-def _canonical_connectivity(spec: str, hidden: int) -> str:
-    from connbench.nn import structures as connectivity
+def _canonical_structure(spec: str, hidden: int) -> str:
+    from connbench.nn import structures
 
-    connectivity.check(spec, hidden)
-    return connectivity.canonical(spec)
+    structures.check(spec, hidden)
+    return structures.canonical(spec)
 
 
 def _check_cell(cell: str) -> None:
@@ -107,7 +108,7 @@ def train(
     task,
     *,
     cell: str | None = None,
-    connectivity: str = "full",
+    structure: str = "full",
     hidden: int | None = None,
     layers: int | None = None,
     steps: int | None = None,
@@ -170,22 +171,14 @@ def train(
             f"known: {', '.join(task_registry.OPTIMIZERS)}"
         )
     _check_cell(model_cfg["cell"])
-    conn_spec = _canonical_connectivity(connectivity, model_cfg["hidden"])
+    conn_spec = _canonical_structure(structure, model_cfg["hidden"])
     if hasattr(task, "prepare"):
         task.prepare()  # corpus download/read errors surface now, not mid-run
 
     torch.manual_seed(seed)
-    model = SequenceModel(
-        task.input_size,
-        model_cfg["hidden"],
-        task.output_size,
-        cell=model_cfg["cell"],
-        connectivity=conn_spec,
-        layers=model_cfg["layers"],
-        bias=model_cfg["bias"],
-        readout=task.readout,
-        vocab=task.vocab,
-        init=model_cfg["init"],
+    model = SequenceModel.for_task(
+        task, hidden=model_cfg["hidden"], structure=conn_spec, cell=model_cfg["cell"],
+        layers=model_cfg["layers"], bias=model_cfg["bias"], init=model_cfg["init"],
     ).to(device)
     # the structure as built: its spec then carries the init the model gave it
     built = model.recurrences()[0].spec if hasattr(model, "recurrences") else conn_spec
@@ -193,7 +186,7 @@ def train(
     higher = task.metrics_info[task.primary_metric]
     result = TrainResult(
         task=task.spec,
-        connectivity=built,
+        structure=built,
         cell=model_cfg["cell"],
         hidden=model_cfg["hidden"],
         layers=model_cfg["layers"],
@@ -207,6 +200,7 @@ def train(
         chance=dict(task.chance),
         history=[],
         params=dict(model.param_counts()),
+        flops_per_step=float(model.flops_per_step(defaults.batch)),
         primary_metric=task.primary_metric,
         higher_is_better=higher,
         config={

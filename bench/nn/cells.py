@@ -20,13 +20,27 @@ import math
 import torch
 from torch import nn
 
-from connbench.nn import structures as connectivity
+from connbench.nn import structures
 from connbench.nn.kernels import fused
 from connbench.nn.kernels.activations import tanh
 from connbench.registry import Registry
 
 CELLS = Registry("cell")
-GATES: dict[str, int] = {}
+GATES: dict[str, int] = {}  # cell name -> number of gates (kept by register_cell)
+
+
+def register_cell(name: str, description: str, options=()):
+    """Class decorator: register a ``Cell`` subclass under ``name``."""
+    register = CELLS.register(name, description, options)
+
+    def deco(cls):
+        if not (isinstance(cls, type) and issubclass(cls, Cell)):
+            raise TypeError(f"register_cell({name!r}): {cls!r} is not a Cell subclass")
+        GATES[name] = cls.gates
+        return register(cls)
+
+    return deco
+
 
 class Cell(nn.Module):
     """Base: input projection, structured recurrence, and a time loop."""
@@ -35,7 +49,7 @@ class Cell(nn.Module):
     family = "elman"  # which cell math the fused kernels run (connbench.nn.kernels.fused)
     act_name = "tanh"
 
-    def __init__(self, input_size: int, hidden: int, connectivity_spec: str = "full",
+    def __init__(self, input_size: int, hidden: int, structure_spec: str = "full",
                  bias: bool = True, init: str = "default", vocab: bool = False):
         super().__init__()
         # "fused", "eager", or None: follow connbench.nn.kernels.fused.implementation()
@@ -45,7 +59,7 @@ class Cell(nn.Module):
         # the model-wide init only overrides the structure's own when it is set:
         # `full:init=uniform` inside a default model keeps its uniform W_hh
         overrides = {} if init == "default" else {"init": init}
-        self.rec = connectivity.make(connectivity_spec, hidden, gates=self.gates, **overrides)
+        self.rec = structures.make(structure_spec, hidden, gates=self.gates, **overrides)
         # the sigmoid form of tanh pays off where elementwise work dominates a step; in
         # GEMM-bound steps its extra OpenMP regions cost more (full: measured 8 % slower
         # fwd+bwd at H=2048 with 2 threads, which put it 1.18x behind torch.nn.RNN)
@@ -109,32 +123,32 @@ class ElmanCell(Cell):
         return outs, h
 
 
-@CELLS.register("rnn_tanh", "Elman RNN, h = tanh(x·W_ih + h·W_hh + b)")
+@register_cell("rnn_tanh", "Elman RNN, h = tanh(x·W_ih + h·W_hh + b)")
 class TanhCell(ElmanCell):
     activation = staticmethod(tanh)
     act_name = "tanh"
 
 
-@CELLS.register("rnn_relu", "Elman RNN with ReLU (IRNN, IndRNN)")
+@register_cell("rnn_relu", "Elman RNN with ReLU (IRNN, IndRNN)")
 class ReluCell(ElmanCell):
     activation = staticmethod(torch.relu)
     act_name = "relu"
 
 
-@CELLS.register("rnn_sigmoid", "Elman RNN with sigmoid units (Trask's demo)")
+@register_cell("rnn_sigmoid", "Elman RNN with sigmoid units (Trask's demo)")
 class SigmoidCell(ElmanCell):
     activation = staticmethod(torch.sigmoid)
     act_name = "sigmoid"
 
 
-@CELLS.register("gru", "gated recurrent unit (PyTorch's equations)")
+@register_cell("gru", "gated recurrent unit (PyTorch's equations)")
 class GRUCell(Cell):
     gates = 3
     family = "gru"
 
-    def __init__(self, input_size, hidden, connectivity_spec="full", bias=True,
+    def __init__(self, input_size, hidden, structure_spec="full", bias=True,
                  init="default", vocab=False):
-        super().__init__(input_size, hidden, connectivity_spec, bias, init, vocab)
+        super().__init__(input_size, hidden, structure_spec, bias, init, vocab)
         bound = 1.0 if init == "uniform" else 1.0 / math.sqrt(hidden)
         self.bias_hn = nn.Parameter(torch.empty(hidden).uniform_(-bound, bound)) if bias else None
 
@@ -158,7 +172,7 @@ class GRUCell(Cell):
         return outs, h
 
 
-@CELLS.register("lstm", "long short-term memory (PyTorch's equations)")
+@register_cell("lstm", "long short-term memory (PyTorch's equations)")
 class LSTMCell(Cell):
     gates = 4
     family = "lstm"
@@ -177,12 +191,13 @@ class LSTMCell(Cell):
         return outs, h
 
 
-for _name, _entry in ((n, CELLS.get(n)) for n in CELLS.names()):
-    GATES[_name] = _entry.obj.gates
+def names() -> list[str]:
+    """Names of every registered cell."""
+    return CELLS.names()
 
 
-def make(name: str, input_size: int, hidden: int, connectivity_spec: str = "full",
+def make(name: str, input_size: int, hidden: int, structure_spec: str = "full",
          bias: bool = True, init: str = "default", vocab: bool = False) -> Cell:
     """Build the cell registered as ``name``."""
     entry = CELLS.get(name)
-    return entry.obj(input_size, hidden, connectivity_spec, bias, init, vocab)
+    return entry.obj(input_size, hidden, structure_spec, bias, init, vocab)

@@ -22,7 +22,7 @@ class SequenceModel(nn.Module):
     """
 
     def __init__(self, input_size: int, hidden: int, output_size: int, cell: str = "rnn_tanh",
-                 connectivity: str = "full", layers: int = 1, bidirectional: bool = False,
+                 structure: str = "full", layers: int = 1, bidirectional: bool = False,
                  bias: bool = True, readout: str = "every_step", vocab: bool = False,
                  init: str = "default"):
         super().__init__()
@@ -36,13 +36,13 @@ class SequenceModel(nn.Module):
             raise SpecError(f"init={init!r} is not allowed; choose one of {INITS}")
         cells.CELLS.get(cell)  # did-you-mean on a bad cell name
         self.input_size, self.hidden, self.output_size = input_size, hidden, output_size
-        self.cell, self.connectivity, self.readout_mode = cell, connectivity, readout
+        self.cell, self.structure, self.readout_mode = cell, structure, readout
         self.vocab, self.bidirectional = vocab, bidirectional
         directions = 2 if bidirectional else 1
         self.layers = nn.ModuleList(
             nn.ModuleList(
                 cells.make(cell, input_size if i == 0 else hidden * directions, hidden,
-                           connectivity, bias=bias, init=init, vocab=vocab and i == 0)
+                           structure, bias=bias, init=init, vocab=vocab and i == 0)
                 for _ in range(directions)
             )
             for i in range(layers)
@@ -52,6 +52,18 @@ class SequenceModel(nn.Module):
             with torch.no_grad():
                 for p in self.readout.parameters():
                     p.uniform_(-1.0, 1.0)
+
+    @classmethod
+    def for_task(cls, task, *, hidden: int, structure: str = "full", cell: str = "rnn_tanh",
+                 layers: int = 1, **options) -> SequenceModel:
+        """The model for ``task``: its input and output sizes, readout and vocabulary.
+
+        ``task`` is anything with ``input_size``, ``output_size``, ``readout`` and
+        ``vocab`` (a ``connbench.Task``); ``options`` are the other constructor
+        arguments (bias, init, bidirectional).
+        """
+        return cls(task.input_size, hidden, task.output_size, cell=cell, structure=structure,
+                   layers=layers, readout=task.readout, vocab=task.vocab, **options)
 
     def recurrences(self):
         """Every structured W_hh in the model (all layers and directions)."""

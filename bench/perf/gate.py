@@ -36,8 +36,7 @@ from pathlib import Path
 
 import torch
 
-from connbench.nn import cells
-from connbench.nn import structures as connectivity
+from connbench.nn import cells, structures
 from connbench.perf.kernels import TORCH_RNN, layer_callables
 from connbench.perf.timing import interleaved
 from connbench.registry import SpecError
@@ -135,7 +134,7 @@ def load(path: str | os.PathLike = DEFAULT_THRESHOLDS) -> Gate:
         for spec in (t.subject, t.baseline):
             if spec != TORCH_RNN:
                 try:
-                    connectivity.check(spec, t.hidden)
+                    structures.check(spec, t.hidden)
                 except SpecError as e:
                     raise SpecError(f"{where}: {e}") from None
         if t.subject == t.baseline:
@@ -177,14 +176,14 @@ def slow_names(extra: Iterable[str] = ()) -> set[str]:
     """Structure names to force through the slow path: $CONNBENCH_SLOW plus ``extra``."""
     names = {n.strip() for n in os.environ.get(SLOW_ENV, "").split(",") if n.strip()}
     names |= {n.strip() for n in extra if n.strip()}
-    known = set(connectivity.names())
+    known = set(structures.names())
     bad = sorted(names - known)
     if bad:
         raise SpecError(f"slow switch: unknown structure(s) {bad}; known: {sorted(known)}")
     return names
 
 
-def force_dense_every_step(rec: connectivity.Recurrence) -> connectivity.Recurrence:
+def force_dense_every_step(rec: structures.Structure) -> structures.Structure:
     """Make ``rec`` rebuild its masked dense matrix at every step (the classic slow path).
 
     Same numbers as the fast path (``dense()`` is the reference the tests tie to it),

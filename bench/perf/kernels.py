@@ -21,13 +21,10 @@ import os
 import torch
 from torch import nn
 
-from connbench.nn import cells
+from connbench.nn import cells, structures
 from connbench.perf.timing import Timing, interleaved
 
-DEFAULT_SPECS = [
-    "full", "none", "diagonal", "banded:width=3", "jordan", "block:groups=16",
-    "block_shuffle:groups=16", "butterfly", "random:density=0.1", "lowrank:rank=16",
-]
+DEFAULT_SPECS = [e.example for e in structures.REGISTRY.entries()]  # the registry's examples
 TORCH_RNN = "torch.nn.RNN"  # the torch layer of the cell being timed (nn.RNN, nn.GRU, nn.LSTM)
 FLOOR = "floor"
 SPREAD_WARN = 0.20  # IQR / median above which a row is flagged
@@ -52,7 +49,8 @@ def layer_callables(spec: str, hidden: int, batch: int, steps: int, seed: int = 
         layer = torch_layer(cell, hidden)
     else:
         layer = cells.make(cell, 1, hidden, spec)
-        layer.implementation = implementation
+        # a layer that already chose (the gate's slow switch forces eager) keeps its choice
+        layer.implementation = layer.implementation or implementation
 
     def run():
         return layer(x)[0]
@@ -84,7 +82,7 @@ def floor_callable(hidden: int, batch: int, steps: int):
 def measure(specs: list[str], hidden: int, batch: int, steps: int, threads: int,
             min_run_time: float = 0.2, torch_rnn: bool = True, *, cell: str = "rnn_tanh",
             implementations: tuple[str, ...] = ("fused",), rounds: int = 5) -> list[dict]:
-    """Rows of {structure, implementation, phase, us_per_step, iqr_us, speedup_vs_full,
+    """Rows of {structure, implementation, pass, us_per_step, iqr_us, speedup_vs_full,
     speedup_vs_torch}, all timed in interleaved rounds."""
     torch.set_num_threads(threads)
     fns, keys = {}, {}
@@ -93,9 +91,9 @@ def measure(specs: list[str], hidden: int, batch: int, steps: int, threads: int,
     for spec, impl in entries:
         fwd, fwd_bwd = layer_callables(spec, hidden, batch, steps, cell=cell,
                                        implementation="fused" if impl == "torch" else impl)
-        for phase, fn in (("fwd", fwd), ("fwd+bwd", fwd_bwd)):
-            label = f"{spec}|{impl}|{phase}"
-            fns[label], keys[label] = fn, (spec, impl, phase)
+        for measured, fn in (("fwd", fwd), ("fwd+bwd", fwd_bwd)):
+            label = f"{spec}|{impl}|{measured}"
+            fns[label], keys[label] = fn, (spec, impl, measured)
     if "diagonal" in specs:
         fns["floor"], keys["floor"] = floor_callable(hidden, batch, steps), (FLOOR, "-", "fwd")
     timings: dict[tuple[str, str, str], Timing] = {
@@ -104,11 +102,11 @@ def measure(specs: list[str], hidden: int, batch: int, steps: int, threads: int,
                                     min_run_time=min_run_time).items()
     }
     rows = []
-    for (spec, impl, phase), t in timings.items():
-        full = timings.get(("full", impl, phase))
-        ref = timings.get((TORCH_RNN, "torch", phase))
+    for (spec, impl, measured), t in timings.items():
+        full = timings.get(("full", impl, measured))
+        ref = timings.get((TORCH_RNN, "torch", measured))
         rows.append({
-            "structure": spec, "implementation": impl, "phase": phase,
+            "structure": spec, "implementation": impl, "pass": measured,
             "us_per_step": t.median * 1e6, "iqr_us": t.iqr * 1e6,
             "speedup_vs_full": (full.median / t.median) if full else float("nan"),
             "speedup_vs_torch": (ref.median / t.median) if ref else float("nan"),
@@ -119,7 +117,7 @@ def measure(specs: list[str], hidden: int, batch: int, steps: int, threads: int,
 def warnings_for(rows: list[dict], threads: int) -> list[str]:
     """Why these numbers may not be trustworthy: wide spread, or a loaded machine."""
     out = []
-    wide = [f"{r['structure']} {r['implementation']} {r['phase']} "
+    wide = [f"{r['structure']} {r['implementation']} {r['pass']} "
             f"({100 * r['iqr_us'] / r['us_per_step']:.0f} %)"
             for r in rows if r["us_per_step"] > 0 and r["iqr_us"] / r["us_per_step"] > SPREAD_WARN]
     if wide:
@@ -133,7 +131,7 @@ def warnings_for(rows: list[dict], threads: int) -> list[str]:
 
 
 def format_table(rows: list[dict]) -> str:
-    by = {(r["structure"], r["implementation"], r["phase"]): r for r in rows}
+    by = {(r["structure"], r["implementation"], r["pass"]): r for r in rows}
     keys = list(dict.fromkeys((r["structure"], r["implementation"]) for r in rows))
     lines = ["| structure | impl | fwd µs/step | IQR | vs full | vs torch "
              "| fwd+bwd µs/step | IQR | vs full | vs torch |",

@@ -1,11 +1,11 @@
 """Sweep files: a TOML grid that expands into measurable cells with stable ids.
 
 A sweep names the values of each axis; its cells are the cartesian product of the
-axes, minus ``exclude`` rules, plus ``include`` rules, once per phase. Example::
+axes, minus ``exclude`` rules, plus ``include`` rules, once per kind. Example::
 
     description = "a quick look at three structures"
     tasks          = ["binary_addition", "copy:length=20"]   # spec strings
-    connectivities = ["full", "diagonal", "banded:width=3"]
+    structures = ["full", "diagonal", "banded:width=3"]
     cells          = ["rnn_tanh"]                # default ["rnn_tanh"]
     hidden         = [64, "iso_params:20000"]    # a size, or a parameter budget
     layers         = 1                           # a scalar is a one-value list
@@ -14,7 +14,7 @@ axes, minus ``exclude`` rules, plus ``include`` rules, once per phase. Example::
     seeds          = [0, 1]                      # default [0]
     devices        = ["cpu"]                     # cpu, cuda, cuda:N, mps
     dtype          = "float32"                   # float32, float64, float16, bfloat16
-    phases         = ["speed", "memory", "train"]
+    kinds         = ["speed", "memory", "train"]
 
     [train]            # options of train cells; any axis may be overridden here too
     steps = 2000       # a list makes it an axis: steps = [2000, 20000] gives two arms
@@ -32,17 +32,17 @@ axes, minus ``exclude`` rules, plus ``include`` rules, once per phase. Example::
     seeds = [0]
 
     [[exclude]]        # drop every product cell that matches all keys of a rule
-    connectivity = "block"       # a bare name matches every option; "block:groups=4" only those
+    structure = "block"       # a bare name matches every option; "block:groups=4" only those
     hidden = [32, 64]
 
     [[include]]        # add cells outside the product; missing axes take the sweep's values
     task = "copy:length=200"
-    connectivity = ["full", "diagonal"]
-    phase = "train"
+    structure = ["full", "diagonal"]
+    kind = "train"
     steps = 20000
 
 Keys may be singular or plural (``task``/``tasks``, ``seed``/``seeds`` ...). Rule keys
-are axes, ``phase`` and option names; a list value means "any of". Excludes apply to
+are axes, ``kind`` and option names; a list value means "any of". Excludes apply to
 the product only, never to includes. ``seq_len`` sets the length of speed and memory
 cells; a train cell always uses its task's length (set it with a task option such as
 ``copy:length=200``).
@@ -59,10 +59,10 @@ size (up to :data:`MAX_HIDDEN`) whose whole model has the total parameter count
 closest to N (ties go to the smaller size). The chosen size is ``Cell.hidden``; the
 request is ``Cell.hidden_request``.
 
-Each cell has a ``cell_id``: a hash of its canonical config (canonical spec strings,
+Each cell has a ``trial_id``: a hash of its canonical config (canonical spec strings,
 sorted keys) and of the code versions it measures (the structure's and the task's
 ``version`` and :data:`HARNESS_VERSION`), never of the sweep name. Precision-only
-speed options (``min_run_time``, ``warmup``) are not part of the id. Phase options
+speed options (``min_run_time``, ``warmup``) are not part of the id. Kind options
 reach the runner as ``Cell.options`` (a dict; ``Cell.option(name, default)``).
 
 Impossible cells (butterfly at H=100, groups not dividing H, a budget out of reach)
@@ -78,17 +78,17 @@ string). Every mistake raises :class:`~connbench.registry.SpecError` before any 
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import hashlib
 import itertools
 import json
+import math
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from connbench.registry import Registry, SpecError, format_spec, split_spec
+from connbench.registry import Registry, SpecError, did_you_mean, format_spec, split_spec
 
 try:
     import tomllib
@@ -97,16 +97,16 @@ except ModuleNotFoundError:  # Python 3.10
 
 # Bump when the harness changes what a measurement means (model assembly, timing
 # method, training loop): old results then get new ids and are never mixed with new.
-HARNESS_VERSION = 1
+HARNESS_VERSION = 2  # 2: trial/kind/pass/structure words; rows of version 1 are not mixed in
 
 SWEEPS_DIR = Path(__file__).parent / "sweeps"
 
-PHASES = ("speed", "memory", "train")
+KINDS = ("speed", "memory", "train")
 DTYPES = ("float32", "float64", "float16", "bfloat16")
-AXES = ("task", "connectivity", "cell", "hidden", "layers", "seq_len", "batch", "seed",
+AXES = ("task", "structure", "cell", "hidden", "layers", "seq_len", "batch", "seed",
         "device", "dtype")
-# Options per phase ([train], [speed], [memory]): name -> type. A list is an axis.
-PHASE_OPTIONS: dict[str, dict[str, type]] = {
+# Options per kind ([train], [speed], [memory]): name -> type. A list is an axis.
+KIND_OPTIONS: dict[str, dict[str, type]] = {
     "train": {"steps": int, "lr": float, "max_time_s": float, "preset": str},
     "speed": {"min_run_time": float, "warmup": int, "threads": int},
     "memory": {"threads": int},
@@ -118,11 +118,15 @@ AXIS_DEFAULTS: dict[str, list] = {
     "cell": ["rnn_tanh"], "layers": [1], "seq_len": [None], "batch": [None], "seed": [0],
     "device": ["cpu"], "dtype": ["float32"],
 }
-REQUIRED_AXES = ("task", "connectivity", "hidden")
+REQUIRED_AXES = ("task", "structure", "hidden")
 
-_PLURALS = {"tasks": "task", "connectivities": "connectivity", "cells": "cell",
-            "seeds": "seed", "devices": "device", "dtypes": "dtype", "phases": "phase"}
-_TOP_KEYS = ("description", *AXES, "phase", *PHASES, "include", "exclude", "lookback")
+_PLURALS = {"tasks": "task", "structures": "structure", "cells": "cell",
+            "seeds": "seed", "devices": "device", "dtypes": "dtype", "kinds": "kind"}
+# Names of the first release, still read so that older sweep files keep working.
+_OLD_NAMES = {"connectivity": "structure", "connectivities": "structure", "phase": "kind",
+              "phases": "kind"}
+_TOP_KEYS = ("description", "plugins", *AXES, "kind", *KINDS, "include", "exclude",
+             "lookback")
 _LOOKBACK_KEYS = {"option": str, "start": int, "max": int, "resolution": float}
 _DEVICE_RE = re.compile(r"^(cpu|mps|cuda(:\d+)?)$")
 _BUDGET_RE = re.compile(r"^(iso_params|iso_time):\s*([0-9_.eE+]+)\s*$")
@@ -134,14 +138,14 @@ MAX_HIDDEN = 8192
 
 
 @dataclass(frozen=True)
-class Cell:
-    """One measurable unit: a phase of one model on one task in one setting."""
+class Trial:
+    """One measurable unit: a kind of one model on one task in one setting."""
 
-    cell_id: str
+    trial_id: str
     sweep: str
-    phase: str                 # speed, memory or train
+    kind: str                 # speed, memory or train
     task_spec: str             # canonical, e.g. copy:length=100
-    connectivity_spec: str     # canonical, e.g. banded:cyclic=false,width=3
+    structure_spec: str     # canonical, e.g. banded:cyclic=false,width=3
     cell: str                  # canonical cell spec, e.g. rnn_tanh
     hidden: int                # the size used
     hidden_request: str        # what was asked: "128" or "iso_params:50000"
@@ -151,20 +155,20 @@ class Cell:
     seed: int
     device: str
     dtype: str
-    # The phase's options from [train]/[speed]/[memory] (steps, lr, threads ...). A dict
+    # The kind's options from [train]/[speed]/[memory] (steps, lr, threads ...). A dict
     # so that dataclasses.asdict() gives plain data; excluded from the hash, never
     # mutated.
     options: dict[str, Any] = dataclasses.field(default_factory=dict, hash=False)
-    versions: tuple[tuple[str, int], ...] = ()   # (connectivity, harness, task)
+    versions: tuple[tuple[str, int], ...] = ()   # (structure, harness, task)
     task: str = dataclasses.field(init=False)          # registry name, from task_spec
-    connectivity: str = dataclasses.field(init=False)  # registry name
+    structure: str = dataclasses.field(init=False)  # registry name
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "task", split_spec(self.task_spec)[0])
-        object.__setattr__(self, "connectivity", split_spec(self.connectivity_spec)[0])
+        object.__setattr__(self, "structure", split_spec(self.structure_spec)[0])
 
     def option(self, name: str, default: Any = None) -> Any:
-        """A phase option such as ``steps``, or ``default`` when the sweep left it out."""
+        """A kind option such as ``steps``, or ``default`` when the sweep left it out."""
         return self.options.get(name, default)
 
     def to_dict(self) -> dict[str, Any]:
@@ -173,22 +177,30 @@ class Cell:
         out["versions"] = dict(self.versions)
         return out
 
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Trial:
+        """The inverse of :meth:`to_dict` (a trial sent to another process as JSON)."""
+        fields = {f.name for f in dataclasses.fields(cls) if f.init}
+        given = {k: v for k, v in data.items() if k in fields}
+        given["versions"] = tuple(dict(data.get("versions") or {}).items())
+        return cls(**given)
+
     def row_fields(self) -> dict[str, Any]:
-        """The identity columns of a results row (connbench.results.schema names), phase excluded."""
+        """The identity columns of a results row (connbench.results.schema names), kind excluded."""
         return {
-            "cell_id": self.cell_id, "sweep": self.sweep,
+            "trial_id": self.trial_id, "sweep": self.sweep,
             "task": self.task, "task_spec": self.task_spec,
-            "connectivity": self.connectivity, "connectivity_spec": self.connectivity_spec,
+            "structure": self.structure, "structure_spec": self.structure_spec,
             "cell": self.cell, "hidden": self.hidden, "hidden_request": self.hidden_request,
             "layers": self.layers, "seq_len": self.seq_len, "batch": self.batch,
             "dtype": self.dtype, "device": self.device, "seed": self.seed,
         }
 
 
-def cell_identity(cell: Cell) -> dict[str, Any]:
+def trial_identity(cell: Trial) -> dict[str, Any]:
     """The data the id hashes: config and code versions, never the sweep name."""
     return {
-        "phase": cell.phase, "task": cell.task_spec, "connectivity": cell.connectivity_spec,
+        "kind": cell.kind, "task": cell.task_spec, "structure": cell.structure_spec,
         "cell": cell.cell, "hidden": cell.hidden, "hidden_request": cell.hidden_request,
         "layers": cell.layers, "seq_len": cell.seq_len, "batch": cell.batch,
         "seed": cell.seed, "device": cell.device, "dtype": cell.dtype,
@@ -197,9 +209,9 @@ def cell_identity(cell: Cell) -> dict[str, Any]:
     }
 
 
-def compute_cell_id(cell: Cell) -> str:
-    """16 hex digits of the sha256 of the canonical JSON of :func:`cell_identity`."""
-    blob = json.dumps(cell_identity(cell), sort_keys=True, separators=(",", ":"))
+def compute_cell_id(cell: Trial) -> str:
+    """16 hex digits of the sha256 of the canonical JSON of :func:`trial_identity`."""
+    blob = json.dumps(trial_identity(cell), sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
@@ -219,13 +231,13 @@ class Resolver:
         self._no_meta: set[str] = set()  # structures that cannot be built on meta
 
     def registry(self, kind: str) -> Registry:
-        """The registry of ``task``, ``connectivity`` or ``cell`` specs."""
+        """The registry of ``task``, ``structure`` or ``cell`` specs."""
         if kind == "task":
             from connbench import tasks
             return tasks.REGISTRY
-        if kind == "connectivity":
-            from connbench.nn import structures as connectivity
-            return connectivity.REGISTRY
+        if kind == "structure":
+            from connbench.nn import structures
+            return structures.REGISTRY
         if kind == "cell":
             from connbench.nn import cells
             return cells.CELLS
@@ -251,10 +263,10 @@ class Resolver:
         """Names of the task's presets (e.g. ``trask``)."""
         return list(getattr(self._task(spec), "presets", {}) or {})
 
-    def check(self, connectivity: str, hidden: int) -> None:
+    def check(self, structure: str, hidden: int) -> None:
         """Raise SpecError if the structure cannot have this hidden size."""
-        from connbench.nn import structures as conn
-        conn.check(connectivity, hidden)
+        from connbench.nn import structures
+        structures.check(structure, hidden)
 
     def model_shape(self, task: str) -> tuple:
         """What a model's size depends on from its task: (input, output, vocab, readout).
@@ -264,30 +276,27 @@ class Resolver:
         t = self._task(task)
         return (t.input_size, t.output_size, bool(t.vocab), t.readout)
 
-    def total_params(self, task: str, cell: str, connectivity: str, hidden: int,
+    def total_params(self, task: str, cell: str, structure: str, hidden: int,
                      layers: int) -> int:
         """Trainable parameters of the whole model (cached per model shape)."""
-        key = (self.model_shape(task), cell, connectivity, hidden, layers)
+        key = (self.model_shape(task), cell, structure, hidden, layers)
         if key not in self._totals:
-            self._totals[key] = self._count(task, cell, connectivity, hidden, layers)
+            self._totals[key] = self._count(task, cell, structure, hidden, layers)
         return self._totals[key]
 
-    def _count(self, task: str, cell: str, connectivity: str, hidden: int,
+    def _count(self, task: str, cell: str, structure: str, hidden: int,
                layers: int) -> int:
         import torch
 
         from connbench.nn.model import SequenceModel
-        inputs, outputs, vocab, readout = self.model_shape(task)
-        kwargs = dict(cell=cell, connectivity=connectivity, layers=layers,
-                      readout=readout, vocab=vocab)
-
         def build() -> SequenceModel:
-            return SequenceModel(inputs, hidden, outputs, **kwargs)
+            return SequenceModel.for_task(self._task(task), hidden=hidden, structure=structure,
+                                          cell=cell, layers=layers)
 
         # On the meta device nothing is allocated, so large sizes are free; there the
         # total is the trainable numel, which equals param_counts()["total"]. A
         # structure that needs real data to build (a seeded mask) is built for real.
-        name = split_spec(connectivity)[0]
+        name = split_spec(structure)[0]
         if name not in self._no_meta:
             try:
                 with torch.device("meta"):
@@ -352,14 +361,21 @@ def shipped_sweeps() -> list[str]:
 def sweep_path(name_or_path: str | Path) -> Path:
     """A shipped sweep name or a path to a TOML file, as a path that exists."""
     text = str(name_or_path)
+    if not text.strip():
+        raise SpecError("an empty sweep name; give a shipped sweep name or a .toml path")
     path = Path(text)
-    if path.suffix == ".toml" or "/" in text or path.exists():
+    # A shipped name wins over a folder of the same name in the working directory;
+    # a .toml name, a path with a slash or an existing file is a path.
+    if path.suffix == ".toml" or "/" in text or path.is_file():
+        if path.is_dir():
+            raise SpecError(f"sweep file {text!r} is a directory; give the path of a "
+                            ".toml file inside it")
         if not path.is_file():
             raise SpecError(f"sweep file {text!r} does not exist")
         return path
     shipped = shipped_sweeps()
     if text not in shipped:
-        raise SpecError(f"unknown sweep {text!r}{_hint(text, shipped)}; shipped sweeps: "
+        raise SpecError(f"unknown sweep {text!r}{did_you_mean(text, shipped)}; shipped sweeps: "
                         f"{', '.join(shipped)} (or give a path to a .toml file)")
     return SWEEPS_DIR / f"{text}.toml"
 
@@ -386,15 +402,15 @@ class Sweep:
     name: str
     path: Path
     description: str
-    cells: list[Cell]
-    skipped: list[tuple[Cell, str]]
+    trials: list[Trial]
+    skipped: list[tuple[Trial, str]]
     lookback: dict[str, Any] | None = None
     resolver: Resolver | None = dataclasses.field(default=None, repr=False)
 
     def __len__(self) -> int:
-        return len(self.cells)
+        return len(self.trials)
 
-    def derive(self, cell: Cell, **changes: Any) -> Cell:
+    def derive(self, cell: Trial, **changes: Any) -> Trial:
         """:func:`derive` with this sweep's resolver."""
         return derive(cell, resolver=self.resolver, **changes)
 
@@ -409,7 +425,7 @@ def _default_resolver() -> Resolver:
     return _DEFAULT_RESOLVER
 
 
-def derive(cell: Cell, resolver: Resolver | None = None, **changes: Any) -> Cell:
+def derive(cell: Trial, resolver: Resolver | None = None, **changes: Any) -> Trial:
     """A cell with some fields changed (e.g. a longer task) and a fresh id.
 
     Specs are canonicalised and the size checked, as at expansion. A train cell that
@@ -420,18 +436,18 @@ def derive(cell: Cell, resolver: Resolver | None = None, **changes: Any) -> Cell
         changes["hidden_request"] = str(changes["hidden"])
     new = dataclasses.replace(cell, **changes)
     task, _ = _canonical(resolver, "task", new.task_spec)
-    conn, _ = _canonical(resolver, "connectivity", new.connectivity_spec)
+    conn, _ = _canonical(resolver, "structure", new.structure_spec)
     seq_len = new.seq_len
-    if "task_spec" in changes and "seq_len" not in changes and cell.phase == "train":
+    if "task_spec" in changes and "seq_len" not in changes and cell.kind == "train":
         seq_len = resolver.task_defaults(task)["seq_len"]
     resolver.check(conn, new.hidden)
-    new = dataclasses.replace(new, task_spec=task, connectivity_spec=conn, seq_len=seq_len,
-                              versions=_versions(resolver, task, conn), cell_id="")
-    return dataclasses.replace(new, cell_id=compute_cell_id(new))
+    new = dataclasses.replace(new, task_spec=task, structure_spec=conn, seq_len=seq_len,
+                              versions=_versions(resolver, task, conn), trial_id="")
+    return dataclasses.replace(new, trial_id=compute_cell_id(new))
 
 
-def with_task_option(cell: Cell, option: str, value: Any,
-                     resolver: Resolver | None = None) -> Cell:
+def with_task_option(cell: Trial, option: str, value: Any,
+                     resolver: Resolver | None = None) -> Trial:
     """The cell with one task option changed, e.g. ``with_task_option(c, "length", 64)``."""
     name, opts = split_spec(cell.task_spec)
     opts[option] = value
@@ -439,7 +455,7 @@ def with_task_option(cell: Cell, option: str, value: Any,
 
 
 def _versions(resolver: Resolver, task: str, conn: str) -> tuple[tuple[str, int], ...]:
-    return (("connectivity", resolver.version("connectivity", split_spec(conn)[0])),
+    return (("structure", resolver.version("structure", split_spec(conn)[0])),
             ("harness", HARNESS_VERSION),
             ("task", resolver.version("task", split_spec(task)[0])))
 
@@ -454,9 +470,15 @@ def load_sweep(name_or_path: str | Path, overrides: Iterable[str] = (),
     """
     path = sweep_path(name_or_path)
     try:
-        raw = tomllib.loads(path.read_text())
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
     except tomllib.TOMLDecodeError as exc:
         raise SpecError(f"{path}: malformed TOML: {exc}") from None
+    except UnicodeDecodeError as exc:
+        raise SpecError(f"{path}: not a UTF-8 text file (byte {exc.start}); a sweep file "
+                        "is TOML text") from None
+    except OSError as exc:
+        raise SpecError(f"sweep file {str(path)!r} cannot be read "
+                        f"({exc.strerror or exc})") from None
     return expand(raw, name=path.stem, path=path, overrides=overrides,
                   skip_invalid=skip_invalid, resolver=resolver)
 
@@ -467,6 +489,7 @@ def expand(raw: dict[str, Any], *, name: str, path: Path | None = None,
     """Expand an already-parsed sweep table (see the module docstring)."""
     resolver = resolver or Resolver()
     spec = _normalise(raw, where=str(path or name))
+    _load_plugins(spec.get("plugins", []), where=str(path or name))
     for item in overrides:
         _apply_override(spec, *parse_override(item))
     spec = _normalise(spec, where=str(path or name))  # overridden tables get checked too
@@ -482,17 +505,23 @@ def expand(raw: dict[str, Any], *, name: str, path: Path | None = None,
 # ------------------------------------------------------------ normalising the table
 
 
-def _hint(word: str, choices: Iterable[str]) -> str:
-    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.5)
-    return f" (did you mean {close[0]!r}?)" if close else ""
+def _load_plugins(modules: Any, where: str) -> None:
+    """The sweep's ``plugins`` (module names), loaded before any name is resolved."""
+    if not isinstance(modules, list) or not all(isinstance(m, str) for m in modules):
+        raise SpecError(f"{where}: plugins={modules!r} must be a list of module names, "
+                        'e.g. plugins = ["my_structures"]')
+    if modules:
+        from connbench import plugins
+
+        plugins.load(modules)
 
 
 def _key(key: str, allowed: Sequence[str], where: str) -> str:
     """The canonical (singular) key, or a SpecError with a did-you-mean."""
-    canon = _PLURALS.get(key, key)
+    canon = _PLURALS.get(key) or _OLD_NAMES.get(key, key)
     if canon not in allowed:
         shown = sorted({_plural_of(a) for a in allowed})
-        raise SpecError(f"{where}: unknown key {key!r}{_hint(key, shown + list(allowed))}; "
+        raise SpecError(f"{where}: unknown key {key!r}{did_you_mean(key, shown + list(allowed))}; "
                         f"allowed: {', '.join(shown)}")
     return canon
 
@@ -520,18 +549,18 @@ def _normalise_table(table: Any, allowed: Sequence[str], where: str) -> dict[str
 def _normalise(raw: dict[str, Any], where: str) -> dict[str, Any]:
     """Keys made canonical and values shape-checked; specs are checked later."""
     spec = _normalise_table(raw, _TOP_KEYS, where)
-    for phase in PHASES:
-        if phase in spec:
-            allowed = (*AXES, *PHASE_OPTIONS[phase])
-            spec[phase] = _normalise_table(spec[phase], allowed, f"{where} [{phase}]")
-    rule_keys = (*AXES, "phase", *{k for s in PHASE_OPTIONS.values() for k in s})
-    for kind in ("include", "exclude"):
-        rules = spec.get(kind, [])
+    for kind in KINDS:
+        if kind in spec:
+            allowed = (*AXES, *KIND_OPTIONS[kind])
+            spec[kind] = _normalise_table(spec[kind], allowed, f"{where} [{kind}]")
+    rule_keys = (*AXES, "kind", *{k for s in KIND_OPTIONS.values() for k in s})
+    for rule_kind in ("include", "exclude"):
+        rules = spec.get(rule_kind, [])
         if isinstance(rules, dict):
             rules = [rules]
         if not isinstance(rules, list):
-            raise SpecError(f"{where}: {kind} must be [[{kind}]] tables, not {rules!r}")
-        spec[kind] = [_normalise_table(r, rule_keys, f"{where} [[{kind}]] #{i + 1}")
+            raise SpecError(f"{where}: {rule_kind} must be [[{rule_kind}]] tables, not {rules!r}")
+        spec[rule_kind] = [_normalise_table(r, rule_keys, f"{where} [[{rule_kind}]] #{i + 1}")
                       for i, r in enumerate(rules)]
     if "lookback" in spec:
         spec["lookback"] = _normalise_table(spec["lookback"], tuple(_LOOKBACK_KEYS),
@@ -542,19 +571,19 @@ def _normalise(raw: dict[str, Any], where: str) -> dict[str, Any]:
 def _apply_override(spec: dict[str, Any], key: str, value: Any) -> None:
     head, _, tail = key.partition(".")
     known = [_plural_of(k) for k in _TOP_KEYS] + [
-        f"{p}.{k}" for p in PHASES for k in (*AXES, *PHASE_OPTIONS[p])] + [
+        f"{p}.{k}" for p in KINDS for k in (*AXES, *KIND_OPTIONS[p])] + [
         f"lookback.{k}" for k in _LOOKBACK_KEYS]
     try:
         head = _key(head, _TOP_KEYS, "--set")
         if tail:
-            if head not in PHASES and head != "lookback":
+            if head not in KINDS and head != "lookback":
                 raise SpecError("")
             allowed = (tuple(_LOOKBACK_KEYS) if head == "lookback"
-                       else (*AXES, *PHASE_OPTIONS[head]))
+                       else (*AXES, *KIND_OPTIONS[head]))
             tail = _key(tail, allowed, "--set")
     except SpecError:
         top = sorted({_plural_of(k) for k in _TOP_KEYS})
-        raise SpecError(f"--set: unknown key {key!r}{_hint(key, known)}; allowed: "
+        raise SpecError(f"--set: unknown key {key!r}{did_you_mean(key, known)}; allowed: "
                         f"{', '.join(top)}, or TABLE.KEY for a key of [train], [speed], "
                         "[memory] or [lookback] (e.g. train.steps)") from None
     if tail:
@@ -584,13 +613,17 @@ def _check_option(name: str, typ: type, value: Any, where: str) -> Any:
         value = float(value)
     if isinstance(value, bool) or not isinstance(value, typ):
         raise SpecError(f"{where}: {name}={value!r} must be a {typ.__name__}")
+    if typ is float and not math.isfinite(value):
+        raise SpecError(f"{where}: {name}={value!r} must be a finite positive number")
     if typ in (int, float) and value <= 0:
         raise SpecError(f"{where}: {name}={value!r} must be positive")
+    if typ is str and not value.strip():
+        raise SpecError(f"{where}: {name} is empty; give a name")
     return value
 
 
 class _Pattern:
-    """A rule value for task/connectivity: a name plus only the options it spells out."""
+    """A rule value for task/structure: a name plus only the options it spells out."""
 
     def __init__(self, resolver: Resolver, kind: str, spec: Any):
         if not isinstance(spec, str):
@@ -606,7 +639,7 @@ class _Pattern:
 
 
 class _Plan:
-    """Validated axes of every phase, rules and the code that turns them into cells."""
+    """Validated axes of every kind, rules and the code that turns them into cells."""
 
     def __init__(self, spec: dict[str, Any], resolver: Resolver, where: str):
         self.r = resolver
@@ -615,26 +648,26 @@ class _Plan:
         missing = [a for a in REQUIRED_AXES if a not in spec]
         if missing:
             raise SpecError(f"{where}: missing {', '.join(_plural_of(m) for m in missing)}; "
-                            "a sweep needs tasks, connectivities and hidden")
-        phases = [self._phase(p) for p in _as_list(spec.get("phase", list(PHASES)))]
-        self.phases = list(dict.fromkeys(phases))
+                            "a sweep needs tasks, structures and hidden")
+        kinds = [self._phase(p) for p in _as_list(spec.get("kind", list(KINDS)))]
+        self.kinds = list(dict.fromkeys(kinds))
         base = {a: self._axis(a, spec.get(a, AXIS_DEFAULTS.get(a)), where) for a in AXES}
         self.axes: dict[str, dict[str, list]] = {}
         self.options: dict[str, dict[str, list]] = {}
-        for phase in PHASES:
-            table = spec.get(phase, {})
-            w = f"{where} [{phase}]"
-            if phase == "train" and "seq_len" in table:
+        for kind in KINDS:
+            table = spec.get(kind, {})
+            w = f"{where} [{kind}]"
+            if kind == "train" and "seq_len" in table:
                 raise SpecError(f"{w}: seq_len cannot be set for train cells; set the "
                                 "task's own length, e.g. copy:length=200")
             axes = dict(base)
             axes.update({a: self._axis(a, table[a], w) for a in AXES if a in table})
-            if phase == "train":
+            if kind == "train":
                 axes["seq_len"] = [None]
-            self.axes[phase] = axes
-            self.options[phase] = {
+            self.axes[kind] = axes
+            self.options[kind] = {
                 k: [_check_option(k, typ, v, w) for v in _as_list(table[k])]
-                for k, typ in PHASE_OPTIONS[phase].items() if k in table}
+                for k, typ in KIND_OPTIONS[kind].items() if k in table}
         for preset in self.options["train"].get("preset", []):
             self._check_preset(preset, self.axes["train"]["task"], f"{where} [train]")
         self.excludes = [self._rule(r, f"{where} [[exclude]] #{i + 1}", pattern=True)
@@ -647,9 +680,9 @@ class _Plan:
     # -- validation of single values
 
     def _phase(self, value: Any) -> str:
-        if value not in PHASES:
-            raise SpecError(f"{self.where}: unknown phase {value!r}"
-                            f"{_hint(str(value), PHASES)}; allowed: {', '.join(PHASES)}")
+        if value not in KINDS:
+            raise SpecError(f"{self.where}: unknown kind {value!r}"
+                            f"{did_you_mean(str(value), KINDS)}; allowed: {', '.join(KINDS)}")
         return value
 
     def _axis(self, axis: str, value: Any, where: str) -> list:
@@ -659,7 +692,7 @@ class _Plan:
         return [self._value(axis, v, where) for v in values]
 
     def _value(self, axis: str, v: Any, where: str) -> Any:
-        if axis in ("task", "connectivity", "cell"):
+        if axis in ("task", "structure", "cell"):
             return _canonical(self.r, axis, v)[0]
         if axis == "hidden":
             return parse_hidden(v)
@@ -674,7 +707,7 @@ class _Plan:
             return v
         if axis == "dtype":
             if v not in DTYPES:
-                raise SpecError(f"{where}: dtype {v!r}{_hint(str(v), DTYPES)} is not "
+                raise SpecError(f"{where}: dtype {v!r}{did_you_mean(str(v), DTYPES)} is not "
                                 f"allowed; use one of {', '.join(DTYPES)}")
             return v
         raise KeyError(axis)
@@ -685,14 +718,14 @@ class _Plan:
             values = _as_list(value)
             if not values:
                 raise SpecError(f"{where}: {key} is empty")
-            if key == "phase":
+            if key == "kind":
                 out[key] = [self._phase(v) for v in values]
-            elif pattern and key in ("task", "connectivity", "cell"):
+            elif pattern and key in ("task", "structure", "cell"):
                 out[key] = [_Pattern(self.r, key, v) for v in values]
             elif key in AXES:
                 out[key] = [self._value(key, v, where) for v in values]
             else:
-                typ = next(s[key] for s in PHASE_OPTIONS.values() if key in s)
+                typ = next(s[key] for s in KIND_OPTIONS.values() if key in s)
                 out[key] = [_check_option(key, typ, v, where) for v in values]
         if not out:
             raise SpecError(f"{where} is empty; a rule needs at least one key")
@@ -703,7 +736,7 @@ class _Plan:
             presets = self.r.task_presets(task)
             if preset not in presets:
                 raise SpecError(f"{where}: task {split_spec(task)[0]!r} has no preset "
-                                f"{preset!r}{_hint(preset, presets)}; its presets: "
+                                f"{preset!r}{did_you_mean(preset, presets)}; its presets: "
                                 f"{', '.join(presets) or 'none'}")
 
     def _check_lookback(self) -> None:
@@ -719,62 +752,62 @@ class _Plan:
             s["resolution"] = _check_option("resolution", float, s["resolution"], w)
         if s.get("start", 1) > s.get("max", 1 << 62):
             raise SpecError(f"{w}: start={s['start']} is above max={s['max']}")
-        if "train" not in self.phases:
-            raise SpecError(f"{w}: a lookback search trains; add 'train' to phases")
+        if "train" not in self.kinds:
+            raise SpecError(f"{w}: a lookback search trains; add 'train' to kinds")
         for task in {t for axes in self.axes.values() for t in axes["task"]}:
             entry, _ = self.r.registry("task").parse(task)
             if s["option"] not in entry.options:
                 raise SpecError(f"{w}: task {entry.name!r} has no option {s['option']!r}"
-                                f"{_hint(s['option'], entry.options)}; its options: "
+                                f"{did_you_mean(s['option'], entry.options)}; its options: "
                                 f"{', '.join(entry.options) or 'none'}")
 
     # -- products
 
     def _raw_cells(self) -> list[dict[str, Any]]:
         raws: list[dict[str, Any]] = []
-        for phase in self.phases:
-            axes, options = self.axes[phase], self.options[phase]
-            for raw in self._product(phase, axes, options):
+        for kind in self.kinds:
+            axes, options = self.axes[kind], self.options[kind]
+            for raw in self._product(kind, axes, options):
                 if not any(self._matches(raw, rule) for rule in self.excludes):
                     raws.append(raw)
         for rule in self.includes:
-            for phase in rule.get("phase", self.phases):
-                axes = {a: rule.get(a, self.axes[phase][a]) for a in AXES}
-                if phase == "train" and rule.get("seq_len", [None]) != [None]:
+            for kind in rule.get("kind", self.kinds):
+                axes = {a: rule.get(a, self.axes[kind][a]) for a in AXES}
+                if kind == "train" and rule.get("seq_len", [None]) != [None]:
                     raise SpecError(f"{self.where}: an include sets seq_len for train "
                                     "cells; set the task's length instead")
-                stray = [k for k in rule if k not in AXES and k != "phase"
-                         and k not in PHASE_OPTIONS[phase]]
+                stray = [k for k in rule if k not in AXES and k != "kind"
+                         and k not in KIND_OPTIONS[kind]]
                 if stray:
                     raise SpecError(f"{self.where}: include sets {', '.join(stray)}, "
-                                    f"which {phase} cells do not have")
-                options = {**self.options[phase],
-                           **{k: v for k, v in rule.items() if k in PHASE_OPTIONS[phase]}}
+                                    f"which {kind} cells do not have")
+                options = {**self.options[kind],
+                           **{k: v for k, v in rule.items() if k in KIND_OPTIONS[kind]}}
                 for preset in options.get("preset", []):
                     self._check_preset(preset, axes["task"], f"{self.where} [[include]]")
-                raws.extend(self._product(phase, axes, options))
+                raws.extend(self._product(kind, axes, options))
         return raws
 
     @staticmethod
-    def _product(phase: str, axes: dict[str, list], options: dict[str, list]):
+    def _product(kind: str, axes: dict[str, list], options: dict[str, list]):
         names = list(AXES) + list(options)
         for combo in itertools.product(*(axes[a] for a in AXES), *options.values()):
             raw = dict(zip(names, combo, strict=True))
-            raw["phase"] = phase
+            raw["kind"] = kind
             raw["options"] = {k: raw.pop(k) for k in sorted(options)}
             yield raw
 
     def _matches(self, raw: dict[str, Any], rule: dict[str, list]) -> bool:
         options = raw["options"]
         for key, values in rule.items():
-            if key in ("task", "connectivity", "cell"):
+            if key in ("task", "structure", "cell"):
                 if not any(p.matches(self.r, key, raw[key]) for p in values):
                     return False
             elif key == "hidden":
                 # Rules match the request: 64 matches hidden=64, "iso_params:N" the budget.
                 if raw["hidden"] not in values:
                     return False
-            elif key in AXES or key == "phase":
+            elif key in AXES or key == "kind":
                 if raw[key] not in values:
                     return False
             elif options.get(key, _MISSING) not in values:
@@ -783,24 +816,24 @@ class _Plan:
 
     # -- resolving
 
-    def expand(self, sweep: str, skip_invalid: bool) -> tuple[list[Cell], list[tuple[Cell, str]]]:
-        cells: dict[str, Cell] = {}
-        offenders: list[tuple[Cell, str]] = []
+    def expand(self, sweep: str, skip_invalid: bool) -> tuple[list[Trial], list[tuple[Trial, str]]]:
+        cells: dict[str, Trial] = {}
+        offenders: list[tuple[Trial, str]] = []
         for raw in self._raw_cells():
             cell, reason = self._resolve(raw, sweep)
             if reason is not None:
                 offenders.append((cell, reason))
-            elif cell.cell_id not in cells:
-                cells[cell.cell_id] = cell
+            elif cell.trial_id not in cells:
+                cells[cell.trial_id] = cell
         # Impossible cells are collected and reported together, so one run of the
         # command shows every offender instead of one per attempt.
-        unique = list({c.cell_id: (c, r) for c, r in offenders}.values())
+        unique = list({c.trial_id: (c, r) for c, r in offenders}.values())
         if unique and not skip_invalid:
             raise SpecError(_offender_message(unique))
         return list(cells.values()), unique
 
-    def _resolve(self, raw: dict[str, Any], sweep: str) -> tuple[Cell, str | None]:
-        task, conn = raw["task"], raw["connectivity"]
+    def _resolve(self, raw: dict[str, Any], sweep: str) -> tuple[Trial, str | None]:
+        task, conn = raw["task"], raw["structure"]
         request: HiddenRequest = raw["hidden"]
         defaults = (self.r.task_defaults(task)
                     if raw["seq_len"] is None or raw["batch"] is None else {})
@@ -820,20 +853,20 @@ class _Plan:
             except SpecError as exc:
                 hidden, reason = 0, str(exc)
         versions = _versions(self.r, task, conn)
-        cell = Cell("", sweep, raw["phase"], task, conn, raw["cell"], hidden, str(request),
+        cell = Trial("", sweep, raw["kind"], task, conn, raw["cell"], hidden, str(request),
                     raw["layers"], seq_len, batch, raw["seed"], raw["device"], raw["dtype"],
                     dict(raw["options"]), versions)
-        return dataclasses.replace(cell, cell_id=compute_cell_id(cell)), reason
+        return dataclasses.replace(cell, trial_id=compute_cell_id(cell)), reason
 
 
 _MISSING = object()
 
 
-def _offender_message(offenders: list[tuple[Cell, str]]) -> str:
+def _offender_message(offenders: list[tuple[Trial, str]]) -> str:
     # One line per (structure, requested size): the first reason stands for the group.
-    groups: dict[str, list[tuple[Cell, str]]] = {}
+    groups: dict[str, list[tuple[Trial, str]]] = {}
     for cell, reason in offenders:
-        groups.setdefault(f"{cell.connectivity_spec} at hidden={cell.hidden_request}",
+        groups.setdefault(f"{cell.structure_spec} at hidden={cell.hidden_request}",
                           []).append((cell, reason))
     lines = [f"{len(offenders)} impossible cell(s); fix or exclude them, or pass "
              "--skip-invalid to record them as skipped:"]
@@ -852,8 +885,8 @@ class ValidSizes:
     checked as far as a search actually looks.
     """
 
-    def __init__(self, resolver: Resolver, connectivity: str, limit: int = MAX_HIDDEN):
-        self.resolver, self.connectivity, self.limit = resolver, connectivity, limit
+    def __init__(self, resolver: Resolver, structure: str, limit: int = MAX_HIDDEN):
+        self.resolver, self.structure, self.limit = resolver, structure, limit
         self.sizes: list[int] = []
         self._next = 1
 
@@ -861,7 +894,7 @@ class ValidSizes:
         """Whether there are more than ``i`` valid sizes up to the limit."""
         while len(self.sizes) <= i and self._next <= self.limit:
             try:
-                self.resolver.check(self.connectivity, self._next)
+                self.resolver.check(self.structure, self._next)
                 self.sizes.append(self._next)
             except SpecError:
                 pass
@@ -874,37 +907,37 @@ class ValidSizes:
         return self.sizes[i]
 
 
-def valid_sizes(resolver: Resolver, connectivity: str, limit: int = MAX_HIDDEN) -> ValidSizes:
+def valid_sizes(resolver: Resolver, structure: str, limit: int = MAX_HIDDEN) -> ValidSizes:
     """The (cached, lazy) valid sizes of a structure up to ``limit``."""
     cache = resolver.__dict__.setdefault("_valid_sizes", {})
-    key = (connectivity, limit)
+    key = (structure, limit)
     if key not in cache:
-        cache[key] = ValidSizes(resolver, connectivity, limit)
+        cache[key] = ValidSizes(resolver, structure, limit)
     return cache[key]
 
 
 def iso_params_size(resolver: Resolver, budget: int, task: str, cell: str,
-                    connectivity: str, layers: int) -> int:
+                    structure: str, layers: int) -> int:
     """The valid size whose model's total parameters are closest to ``budget``.
 
     Totals grow with the size, so a galloping search then a bisection over the
     valid sizes builds about 2·log2(answer) models. Ties go to the smaller size.
     """
     cache = resolver.__dict__.setdefault("_iso", {})
-    key = (budget, resolver.model_shape(task), cell, connectivity, layers)
+    key = (budget, resolver.model_shape(task), cell, structure, layers)
     if key not in cache:
-        cache[key] = _iso_search(resolver, budget, task, cell, connectivity, layers)
+        cache[key] = _iso_search(resolver, budget, task, cell, structure, layers)
     return cache[key]
 
 
 def _iso_search(resolver: Resolver, budget: int, task: str, cell: str,
-                connectivity: str, layers: int) -> int:
-    sizes = valid_sizes(resolver, connectivity)
+                structure: str, layers: int) -> int:
+    sizes = valid_sizes(resolver, structure)
     if not sizes.has(0):
-        raise SpecError(f"{connectivity} accepts no hidden size up to {MAX_HIDDEN}")
+        raise SpecError(f"{structure} accepts no hidden size up to {MAX_HIDDEN}")
 
     def total(i: int) -> int:
-        return resolver.total_params(task, cell, connectivity, sizes[i], layers)
+        return resolver.total_params(task, cell, structure, sizes[i], layers)
 
     if total(0) >= budget:
         return sizes[0]
@@ -918,7 +951,7 @@ def _iso_search(resolver: Resolver, budget: int, task: str, cell: str,
         hi = len(sizes.sizes) - 1
         if total(hi) < budget:
             raise SpecError(
-                f"iso_params:{budget} is out of reach for {connectivity} ({task}, {cell}, "
+                f"iso_params:{budget} is out of reach for {structure} ({task}, {cell}, "
                 f"{layers} layer(s)): hidden={sizes[hi]} has only {total(hi)} parameters; "
                 f"sizes above {MAX_HIDDEN} are not searched")
     while hi - lo > 1:

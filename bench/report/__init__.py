@@ -13,8 +13,9 @@ Layout written::
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
+
+from connbench.files import atomic_write
 
 
 def sweep_name(sweep: str) -> str:
@@ -23,17 +24,25 @@ def sweep_name(sweep: str) -> str:
 
 
 def render_report(df, sweep: str, out_dir: str, dpi: int | None = None,
-                  matrices: bool = True, butterfly_check=None) -> Path:
-    """Write REPORT.md and the figures for a results frame; return the REPORT.md path."""
+                  matrices: bool = True, butterfly_check=None,
+                  catalogue: dict | None = None, preface: list[str] | None = None) -> Path:
+    """Write REPORT.md and the figures for a results frame; return the REPORT.md path.
+
+    ``catalogue`` is the results' catalogue (``connbench.results.catalogue.read``):
+    structure order and styles, task sizes. ``preface``: Markdown lines put right under
+    the title (what is missing, see ``connbench.report.completeness``).
+    """
     from connbench.report import data as D
     from connbench.report.claims import all_claims
     from connbench.report.figures import FIGURES
     from connbench.report.html import to_html
     from connbench.report.markdown import render
     from connbench.report.plotting import DEFAULT_DPI, style_context
-    from connbench.report.style import assign_styles
+    from connbench.report.style import assign_styles, use_catalogue
 
+    use_catalogue(catalogue)
     df = D.prepare(df)
+    df.attrs["catalogue"] = dict(catalogue or {})
     styles = assign_styles(df["label"])
     root = Path(out_dir) / sweep
     fig_dir = root / "figures"
@@ -53,14 +62,13 @@ def render_report(df, sweep: str, out_dir: str, dpi: int | None = None,
         butterfly_check = (None, ["structural check not run (--no-matrices)"])
     claims = all_claims(df, butterfly_check)
     text = render(df, sweep, results, claims)
+    if preface:
+        from connbench.report.completeness import with_preface
+
+        text = with_preface(text, preface)
     report = root / "REPORT.md"
-    _write_atomic(report, text)
-    _write_atomic(root / "REPORT.html", to_html(text, f"connbench report: {sweep}"))
+    html = to_html(text, f"connbench report: {sweep}")
+    for path, content in ((report, text), (root / "REPORT.html", html)):
+        blob = content.encode("utf-8")
+        atomic_write(path, lambda fh, blob=blob: fh.write(blob))  # never half a report
     return report
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    """Temp file then rename: a reader never sees half a report."""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)

@@ -13,17 +13,20 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from connbench.registry import split_spec
 from connbench.report import data as D
 from connbench.report import verdicts as V
 from connbench.report.matrices import MatricesUnavailable, dense_matrices, reachability_stages
-from connbench.report.style import parse_spec
 
 NO_DATA = "no data"
 
-# Input and output sizes of the shipped tasks (../shared/TASKS.md), used only for the
-# unrolled-network parameter count: the results schema does not record them.
-TASK_IO = {"binary_addition": (2, 1), "adding": (2, 1), "copy": (10, 10),
-           "char_lm": (84, 84)}
+
+
+def task_sizes(df: pd.DataFrame) -> dict[str, tuple[int, int]]:
+    """{task spec: (input size, output size)} from the results' catalogue (the task
+    objects of the run, plugins included); the rows themselves do not record them."""
+    tasks = df.attrs.get("catalogue", {}).get("tasks", {})
+    return {spec: (int(t["input_size"]), int(t["output_size"])) for spec, t in tasks.items()}
 
 TEST_FAILS = (f"Bootstrap {int(V.CI_LEVEL * 100)} % CI (percentile, {{n}} resamples, "
               "fixed seed) of the median over seeds of the gain over chance, as a fraction "
@@ -54,13 +57,13 @@ def _fmt(x: float, digits: int = 3) -> str:
 
 
 def _is_width3_band(spec: str) -> bool:
-    name, opts = parse_spec(spec)
+    name, opts = split_spec(spec)
     return name == "banded" and opts.get("width", "3") == "3"
 
 
 def _labels_where(rows: pd.DataFrame, predicate) -> list[str]:
-    specs = rows[["connectivity_spec", "label"]].drop_duplicates()
-    return sorted(specs.loc[specs["connectivity_spec"].map(predicate), "label"].unique())
+    specs = rows[["structure_spec", "label"]].drop_duplicates()
+    return sorted(specs.loc[specs["structure_spec"].map(predicate), "label"].unique())
 
 
 def _arms(rows: pd.DataFrame, x_label: str, tasks=None, iso=None):
@@ -112,7 +115,7 @@ def claim_diagonal_fails(df: pd.DataFrame) -> Claim:
                   V.INCONCLUSIVE, TEST_FAILS.format(n=4000), ["metric_per_structure"])
     rows = D.train_rows(df)
     verdicts, lines = [], _head("fraction of full's gain [CI]")
-    for label in _labels_where(rows, lambda s: parse_spec(s)[0] == "diagonal"):
+    for label in _labels_where(rows, lambda s: split_spec(s)[0] == "diagonal"):
         for key, xs, fs in _arms(rows, label, tasks=["binary_addition"],
                                  iso=lambda r: not D.is_iso(r)):
             cmp = _compare(V.fails, xs, fs)
@@ -204,7 +207,7 @@ def claim_butterfly(df: pd.DataFrame, structure_check=None) -> Claim:
     ok, struct_lines = structure_check or butterfly_structure_check()
     rows = D.train_rows(df)
     verdicts, lines = [], _head("difference of medians [CI]")
-    for label in _labels_where(rows, lambda s: parse_spec(s)[0] == "butterfly"):
+    for label in _labels_where(rows, lambda s: split_spec(s)[0] == "butterfly"):
         for key, xs, fs in _arms(rows, label, iso=lambda r: not D.is_iso(r)):
             cmp = _compare(V.matches, xs, fs)
             verdicts.append(cmp.verdict)
@@ -240,7 +243,7 @@ def time_ratio(df, xs, fs, x_label) -> tuple[float, str]:
         tx = tps[(tps["label"] == x_label) & (tps["hidden"] == h)]["value"]
         tf = tps[(tps["label"] == "full") & (tps["hidden"] == h)]["value"]
         if len(tx) and len(tf):
-            return float(tx.iloc[0] / tf.iloc[0]), f"timed {tps['phase'].iloc[0]} at H={h}"
+            return float(tx.iloc[0] / tf.iloc[0]), f"timed {tps['pass'].iloc[0]} at H={h}"
     wx = (xs["wall_time_s"] / xs["train_steps"].astype(float)).median()
     wf = (fs["wall_time_s"] / fs["train_steps"].astype(float)).median()
     if pd.isna(wx) or pd.isna(wf) or not wf:
@@ -268,7 +271,7 @@ def claim_sparse_competitive(df: pd.DataFrame) -> Claim:
                   "training wall time per step); at iso budgets the cost is equal by "
                   "construction.", ["metric_per_structure", "metric_vs_cost"])
     rows = D.train_rows(df)
-    labels = _labels_where(rows, lambda s: parse_spec(s)[0] in ("diagonal", "block"))
+    labels = _labels_where(rows, lambda s: split_spec(s)[0] in ("diagonal", "block"))
     regime_verdicts = []
     for regime, pick in REGIMES:
         verdicts, lines = [], _head("difference of medians [CI]")
@@ -323,15 +326,17 @@ def claim_rnn_fewer_params(df: pd.DataFrame) -> Claim:
         f"unrolled {dense} ({dense / rnn:.1f}×).", "",
         "| task | I | H | O | T | RNN params | dense unrolled params | ratio | recorded "
         "total_params (full) |", "|---|---|---|---|---|---|---|---|---|"]
+    io = task_sizes(df)
     rows = D.train_rows(df)
-    rows = rows[(rows["label"] == "full") & rows["task"].isin(TASK_IO.keys())
-                & ~D.iso_mask(rows["hidden_request"])]
-    sizes = rows[["task", "hidden", "seq_len", "total_params"]].drop_duplicates(
-        ["task", "hidden", "seq_len"]).sort_values(["task", "hidden", "seq_len"])
-    for task, h, t, recorded in sizes.itertuples(index=False):
+    rows = rows[(rows["label"] == "full") & ~D.iso_mask(rows["hidden_request"])]
+    missing = sorted(set(rows["task_spec"]) - set(io))
+    rows = rows[rows["task_spec"].isin(io.keys())]
+    sizes = rows[["task", "task_spec", "hidden", "seq_len", "total_params"]].drop_duplicates(
+        ["task_spec", "hidden", "seq_len"]).sort_values(["task_spec", "hidden", "seq_len"])
+    for task, spec, h, t, recorded in sizes.itertuples(index=False):
         if pd.isna(h) or pd.isna(t):
             continue
-        i, o = TASK_IO[task]
+        i, o = io[spec]
         r, d = V.rnn_params(i, int(h), o), V.unrolled_dense_params(i, int(h), o, int(t))
         verdicts.append(V.far_fewer(r, d))
         rec = "n/a" if pd.isna(recorded) else f"{int(recorded):,}"
@@ -347,8 +352,11 @@ def claim_rnn_fewer_params(df: pd.DataFrame) -> Claim:
                           "The ratio grows like T²·I/H: short sequences with a wide hidden "
                           "layer are where the unrolled network is not much larger.")
     claim.evidence.append("")
-    claim.evidence.append("Input/output sizes I, O are those of the task definitions "
-                          "(../shared/TASKS.md); the results do not record them.")
+    claim.evidence.append("Input/output sizes I, O are those of the task objects of the "
+                          "run (the results' catalogue.json); the rows do not record them.")
+    if missing:
+        claim.evidence.append(f"Not counted (no sizes in the catalogue: results from before "
+                              f"it existed): {', '.join(missing)}.")
     claim.verdict = V.combine(verdicts)
     return claim
 

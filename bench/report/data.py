@@ -15,9 +15,9 @@ import pandas as pd
 from connbench.report.style import short_labels
 from connbench.results.schema import COLUMN_NAMES, DTYPES, SPEED_METRIC
 
-SPEED_PHASES = ("fwd", "bwd", "fwd+bwd")
+EXCLUSIVE_KINDS = ("fwd", "bwd", "fwd+bwd")
 # Timing used for "time per step" when one number is wanted: what training pays.
-HEADLINE_PHASE = "fwd+bwd"
+HEADLINE_PASS = "fwd+bwd"
 
 
 class NoResultsError(FileNotFoundError):
@@ -71,19 +71,19 @@ def prepare(df: pd.DataFrame) -> pd.DataFrame:
     for col in COLUMN_NAMES:
         if col not in df.columns:
             df[col] = pd.Series([pd.NA] * len(df), dtype=DTYPES[col])
-    spec = df["connectivity_spec"].astype("string").fillna(df["connectivity"].astype("string"))
-    df["connectivity_spec"] = spec.fillna("?")
-    df["connectivity"] = df["connectivity"].astype("string").fillna(
-        df["connectivity_spec"].str.split(":").str[0]
+    spec = df["structure_spec"].astype("string").fillna(df["structure"].astype("string"))
+    df["structure_spec"] = spec.fillna("?")
+    df["structure"] = df["structure"].astype("string").fillna(
+        df["structure_spec"].str.split(":").str[0]
     )
-    labels = short_labels(df["connectivity_spec"].astype(str))
-    df["label"] = df["connectivity_spec"].astype(str).map(labels)
+    labels = short_labels(df["structure_spec"].astype(str))
+    df["label"] = df["structure_spec"].astype(str).map(labels)
     hidden_str = df["hidden"].astype("string")
     df["hidden_request"] = df["hidden_request"].astype("string").fillna(hidden_str).fillna("?")
     df["task_spec"] = df["task_spec"].astype("string").fillna(df["task"].astype("string"))
     df["device"] = df["device"].astype("string").fillna("cpu")
-    sort_cols = ["phase", "task_spec", "connectivity_spec", "cell", "hidden_request",
-                 "hidden", "seq_len", "device", "seed", "metric", "step", "cell_id"]
+    sort_cols = ["kind", "pass", "task_spec", "structure_spec", "cell", "hidden_request",
+                 "hidden", "seq_len", "device", "seed", "metric", "step", "trial_id"]
     return df.sort_values(sort_cols, kind="mergesort", na_position="first").reset_index(drop=True)
 
 
@@ -123,12 +123,12 @@ def speed_rows(df: pd.DataFrame, metric: str = SPEED_METRIC) -> tuple[pd.DataFra
 
 
 def speed_table(df: pd.DataFrame, metric: str = SPEED_METRIC) -> tuple[pd.DataFrame, dict]:
-    """Median value and IQR per (device, phase, label, hidden)."""
+    """Median value and IQR per (device, pass, label, hidden)."""
     rows, config = speed_rows(df, metric)
     if rows.empty:
-        return pd.DataFrame(columns=["device", "phase", "label", "hidden", "value", "iqr"]), {}
+        return pd.DataFrame(columns=["device", "pass", "label", "hidden", "value", "iqr"]), {}
     table = (
-        rows.groupby(["device", "phase", "label", "hidden"], dropna=False)
+        rows.groupby(["device", "pass", "label", "hidden"], dropna=False)
         .agg(value=("value", "median"), iqr=("iqr", "median"),
              stored_params=("stored_params", "max"))
         .reset_index()
@@ -141,11 +141,21 @@ def time_per_step(df: pd.DataFrame) -> pd.DataFrame:
     table, _ = speed_table(df)
     if table.empty:
         return table
-    for phase in (HEADLINE_PHASE, "fwd"):
-        sub = table[table["phase"] == phase]
+    for measured in (HEADLINE_PASS, "fwd"):
+        sub = table[table["pass"] == measured]
         if not sub.empty:
-            return sub.assign(phase=phase).reset_index(drop=True)
+            return sub.reset_index(drop=True)
     return table.iloc[0:0]
+
+
+def final_train(df: pd.DataFrame) -> pd.Series:
+    """Mask of the final train rows (the learning curve's rows have a step)."""
+    return (df["kind"] == "train") & df["step"].isna()
+
+
+def curve_rows(df: pd.DataFrame) -> pd.DataFrame:
+    """The learning curves: train rows with a step and a value."""
+    return df[(df["kind"] == "train") & df["step"].notna() & df["value"].notna()]
 
 
 def train_rows(df: pd.DataFrame, primary_only: bool = True) -> pd.DataFrame:
@@ -155,7 +165,7 @@ def train_rows(df: pd.DataFrame, primary_only: bool = True) -> pd.DataFrame:
     structure, so a diverged row without a value scores the chance level. Failed
     (crashed) cells are left out; the report lists them.
     """
-    rows = df[(df["phase"] == "train") & df["status"].isin(["ok", "diverged"])].copy()
+    rows = df[final_train(df) & df["status"].isin(["ok", "diverged"])].copy()
     if primary_only:
         primary = rows["primary"].fillna(False).astype(bool)
         rows = rows[primary]
@@ -184,7 +194,7 @@ def mixed_budget_arms(df: pd.DataFrame) -> list[str]:
     rows = train_rows(df)
     out = []
     for key, g in rows.groupby(ARM, sort=True):
-        cells = g.groupby(["label", "seed"])["cell_id"].nunique()
+        cells = g.groupby(["label", "seed"])["trial_id"].nunique()
         if (cells > 1).any():
             out.append(f"{arm_name(*key)} (up to {int(cells.max())} runs per structure "
                        "and seed)")
@@ -208,12 +218,12 @@ def environment(df: pd.DataFrame) -> dict[str, str]:
 
 
 def total_run_time_s(df: pd.DataFrame) -> float:
-    """Sum of wall times, counted once per (cell, phase): a train cell writes one row
+    """Sum of wall times, counted once per (trial, kind): a train trial writes one row
     per metric, all carrying the same wall time."""
-    rows = df[df["wall_time_s"].notna() & (df["phase"] != "history")]
+    rows = df[df["wall_time_s"].notna() & df["step"].isna()]
     if rows.empty:
         return float("nan")
-    per = rows.groupby(["cell_id", "phase"], dropna=False)["wall_time_s"].max()
+    per = rows.groupby(["trial_id", "kind"], dropna=False)["wall_time_s"].max()
     return float(per.sum())
 
 

@@ -17,6 +17,7 @@ from matplotlib.colors import TwoSlopeNorm
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 
+from connbench.registry import split_spec
 from connbench.report import data as D
 from connbench.report.matrices import MATRIX_HIDDEN, MatricesUnavailable, dense_matrices
 from connbench.report.plotting import (
@@ -32,10 +33,10 @@ from connbench.report.plotting import (
     unique_handles,
 )
 from connbench.report.stats import bootstrap_median_ci
-from connbench.report.style import DIVERGING_CMAP, label_order, natural_key, parse_spec
+from connbench.report.style import DIVERGING_CMAP, label_order, natural_key
 from connbench.results.schema import MEMORY_METRIC
 
-PHASE_TITLES = {"fwd": "forward", "bwd": "backward", "fwd+bwd": "forward + backward"}
+PASS_TITLES = {"fwd": "forward", "bwd": "backward", "fwd+bwd": "forward + backward"}
 
 
 @dataclass(frozen=True)
@@ -77,18 +78,18 @@ def structures_first(handles, names):
 # 1 ------------------------------------------------------------------------------------
 def fig_time_vs_hidden(df, styles, path, dpi):
     table, config = D.speed_table(df)
-    table = table[table["phase"].isin(["fwd", "fwd+bwd"])] if not table.empty else table
+    table = table[table["pass"].isin(["fwd", "fwd+bwd"])] if not table.empty else table
     if table.empty:
-        return "no timing rows (phases fwd / fwd+bwd)"
+        return "no timing rows (passes fwd / fwd+bwd)"
     devices = sorted(table["device"].unique())
-    phases = [p for p in ("fwd", "fwd+bwd") if p in set(table["phase"])]
-    fig, axes = new_figure(len(devices), len(phases), 5.2 * len(phases), 4.0 * len(devices),
+    passes = [p for p in ("fwd", "fwd+bwd") if p in set(table["pass"])]
+    fig, axes = new_figure(len(devices), len(passes), 5.2 * len(passes), 4.0 * len(devices),
                            sharex=True)
     labels = label_order(table["label"])
     for r, device in enumerate(devices):
-        for c, phase in enumerate(phases):
+        for c, measured in enumerate(passes):
             ax = axes[r, c]
-            sub = table[(table["device"] == device) & (table["phase"] == phase)]
+            sub = table[(table["device"] == device) & (table["pass"] == measured)]
             for lab in labels:
                 s = sub[sub["label"] == lab].sort_values("hidden")
                 if s.empty:
@@ -102,7 +103,7 @@ def fig_time_vs_hidden(df, styles, path, dpi):
             _reference_slopes(ax, sub)
             hidden_axis(ax, sub["hidden"])
             plain_log_y(ax)
-            ax.set_title(f"{PHASE_TITLES[phase]} · {_device_title(df, device)}")
+            ax.set_title(f"{PASS_TITLES[measured]} · {_device_title(df, device)}")
             ax.set_xlabel("hidden size H (units, log scale)")
             ax.set_ylabel("time per step (µs, log scale)")
     handles, names = unique_handles(axes.flat)
@@ -132,7 +133,7 @@ def _reference_slopes(ax, sub):
 
 # 2 ------------------------------------------------------------------------------------
 def speedup_table(df) -> pd.DataFrame:
-    """time(full) / time(structure) at the same device and H, headline phase."""
+    """time(full) / time(structure) at the same device and H, headline pass."""
     t = D.time_per_step(df)
     if t.empty or "full" not in set(t["label"]):
         return pd.DataFrame()
@@ -179,7 +180,7 @@ def fig_speedup_heatmap(df, styles, path, dpi):
             ax.set_ylabel("structure")
         ax.set_title(_device_title(df, device))
         ax.grid(False)
-    phase = D.time_per_step(df)["phase"].iloc[0]
+    measured = D.time_per_step(df)["pass"].iloc[0]
     cbar = fig.colorbar(im, ax=axes.ravel().tolist(), shrink=0.9)
     top = int(np.floor(vmax))
     step = max(1, top // 4)
@@ -187,7 +188,7 @@ def fig_speedup_heatmap(df, styles, path, dpi):
     cbar.set_ticks(ticks, labels=[_times_text(2.0 ** t) if t >= 0 else f"1/{2 ** -t:g}×"
                                   for t in ticks])
     cbar.set_label("speedup vs full (× faster, log scale; >1 = faster, <1 = slower)")
-    fig.suptitle(f"2. Speedup vs full, time per step ({PHASE_TITLES[phase]})")
+    fig.suptitle(f"2. Speedup vs full, time per step ({PASS_TITLES[measured]})")
     save(fig, path, dpi)
     return None
 
@@ -378,11 +379,11 @@ def learning_curves(rows: pd.DataFrame) -> pd.DataFrame:
 
 
 def fig_learning_curves(df, styles, path, dpi):
-    hist = df[(df["phase"] == "history") & df["value"].notna() & df["step"].notna()]
+    hist = D.curve_rows(df)
     hist = hist[hist["primary"].fillna(False).astype(bool)]
     hist = hist[~D.iso_mask(hist["hidden_request"])]
     if hist.empty:
-        return "no history rows (learning curves)"
+        return "no learning-curve rows"
     panels = _panels(hist)
     nr, nc = grid_shape(len(panels), 2)
     fig, axes = new_figure(nr, nc, 5.6 * nc, 3.8 * nr)
@@ -420,7 +421,7 @@ LOOKBACK_TASKS = ("copy", "adding")
 def delay_T(rows: pd.DataFrame) -> pd.Series:
     """The task's own T (copy: the delay, its ``length`` option; the sequence is T+20
     long), else the sequence length."""
-    length = rows["task_spec"].map(lambda s: parse_spec(str(s))[1].get("length"))
+    length = rows["task_spec"].map(lambda s: split_spec(str(s))[1].get("length"))
     return pd.to_numeric(length, errors="coerce").fillna(rows["seq_len"].astype(float))
 
 
@@ -447,7 +448,7 @@ def lookback_table(df) -> pd.DataFrame:
 
 
 def lookback_lengths(df, task: str) -> set[int]:
-    rows = df[(df["phase"] == "train") & (df["task"] == task)]
+    rows = df[D.final_train(df) & (df["task"] == task)]
     return {int(t) for t in delay_T(rows).dropna()}
 
 
@@ -536,7 +537,7 @@ def _connection_image(w: np.ndarray) -> np.ma.MaskedArray:
 def fig_memory(df, styles, path, dpi):
     table, config = D.speed_table(df, MEMORY_METRIC)
     if table.empty:
-        return "no memory rows (phase memory, peak_bytes)"
+        return "no memory rows (kind memory, peak_bytes)"
     devices = sorted(table["device"].unique())
     fig, axes = new_figure(1, len(devices), 5.6 * len(devices), 4.2)
     for ax, device in zip(axes.flat, devices, strict=False):

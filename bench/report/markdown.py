@@ -34,7 +34,7 @@ def setup_section(df: pd.DataFrame, sweep: str) -> list[str]:
     status_text = ", ".join(f"{k}: {v}" for k, v in status.items())
     return [
         "## Setup", "",
-        f"- Sweep: `{sweep}`: {len(df):,} rows, {df['cell_id'].nunique():,} cells "
+        f"- Sweep: `{sweep}`: {len(df):,} rows, {df['trial_id'].nunique():,} cells "
         f"({status_text}).",
         f"- Results written between {first} and {last} (UTC, from the rows).",
         f"- Total run time: {_duration(D.total_run_time_s(df))}, the sum of the cells' wall "
@@ -59,17 +59,17 @@ def _budget_caveat(df: pd.DataFrame) -> list[str]:
 
 def failures_section(df: pd.DataFrame, limit: int = 20) -> list[str]:
     bad = df[df["status"].isin(["failed", "diverged", "skipped"])]
-    bad = bad.drop_duplicates(["cell_id", "phase"])
+    bad = bad.drop_duplicates(["trial_id", "kind"])
     if bad.empty:
         return []
     lines = ["## Cells that did not finish normally", "",
              "Diverged training runs count as chance-level seeds in the claims; failed "
              "and skipped cells are left out.", "",
-             "| status | phase | task | structure | H | seed | error |",
+             "| status | kind | task | structure | H | seed | error |",
              "|---|---|---|---|---|---|---|"]
     for r in bad.head(limit).itertuples(index=False):
         err = str(r.error if not pd.isna(r.error) else "").replace("|", "/")[:120]
-        lines.append(f"| {r.status} | {r.phase} | {r.task_spec} | {r.label} | "
+        lines.append(f"| {r.status} | {r.kind} | {r.task_spec} | {r.label} | "
                      f"{r.hidden_request} | {r.seed} | {err} |")
     if len(bad) > limit:
         lines.append(f"| … {len(bad) - limit} more | | | | | | |")
@@ -101,8 +101,8 @@ def speed_table_section(df: pd.DataFrame) -> list[str]:
     for device in sorted(sp["device"].unique()):
         sub = sp[sp["device"] == device]
         hiddens = sorted(sub["hidden"].unique())
-        phase = sub["phase"].iloc[0]
-        lines += [f"### Time per step, {phase}, {device} (µs; speedup vs full)", "",
+        measured = sub["pass"].iloc[0]
+        lines += [f"### Time per step, {measured}, {device} (µs; speedup vs full)", "",
                   "| structure | " + " | ".join(f"H={int(h)}" for h in hiddens) + " |",
                   "|---|" + "---|" * len(hiddens)]
         for lab in label_order(sub["label"]):
@@ -220,7 +220,7 @@ def claims_section(claims: list[Claim], figures: dict[str, str | None]) -> list[
 def render(df: pd.DataFrame, sweep: str, figures: dict[str, str | None],
            claims: list[Claim]) -> str:
     lines = [f"# connbench report: `{sweep}`", "",
-             "Does an RNN need full hidden-to-hidden connectivity? Written by "
+             "Does an RNN need full hidden-to-hidden structure? Written by "
              f"`connbench report {sweep}` from the results store only.", ""]
     lines += setup_section(df, sweep)
     lines += claims_section(claims, figures)

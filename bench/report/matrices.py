@@ -1,4 +1,4 @@
-"""The recurrent matrices themselves, from the real connectivity modules.
+"""The recurrent matrices themselves, from the real structure modules.
 
 This is the only part of the report that touches torch, and it does so lazily: a
 results-only machine without torch still gets every other figure and claim.
@@ -9,10 +9,6 @@ from __future__ import annotations
 import numpy as np
 
 MATRIX_HIDDEN = 32
-DEFAULT_SPECS = [
-    "full", "none", "diagonal", "banded:width=3", "jordan", "block:groups=4",
-    "block_shuffle:groups=4", "butterfly", "random:density=0.1", "lowrank:rank=4",
-]
 MATRIX_SEED = 0  # fixed so that the drawn weights are the same on every rerun
 
 
@@ -20,27 +16,28 @@ class MatricesUnavailable(RuntimeError):
     """connbench.nn.structures (or torch) cannot be imported here."""
 
 
-def _connectivity():
+def _structures():
     try:
-        from connbench.nn import structures as connectivity
+        from connbench.nn import structures
     except ImportError as exc:  # torch missing, or the module not written yet
         raise MatricesUnavailable(f"connbench.nn.structures is not importable ({exc})") from exc
-    return connectivity
+    return structures
 
 
 def dense_matrices(specs=None, hidden: int = MATRIX_HIDDEN) -> dict[str, dict]:
     """{spec: {"matrix": (H, H) ndarray, "stored": int, "spec": canonical}} for every spec
-    the registry knows; specs it does not know are left out (an older checkout)."""
-    conn = _connectivity()
+    the registry knows (default: each registered structure's example spec); specs it
+    does not know are left out (an older checkout)."""
+    structures = _structures()
     import torch
 
-    known = set(conn.names())
+    known = set(structures.names())
     out = {}
-    for spec in specs or DEFAULT_SPECS:
+    for spec in specs or [e.example for e in structures.REGISTRY.entries()]:
         if spec.split(":", 1)[0] not in known:
             continue
         torch.manual_seed(MATRIX_SEED)
-        module = conn.make(spec, hidden)
+        module = structures.make(spec, hidden)
         with torch.no_grad():
             dense = module.dense().detach().to(torch.float64).cpu().numpy()
         out[spec] = {

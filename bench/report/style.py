@@ -1,30 +1,42 @@
 """One colour and one marker per structure, the same in every figure.
 
-Colours are Okabe–Ito (colour-blind safe) plus two of Paul Tol's muted colours; the
-markers differ too, so that the figures survive greyscale printing. Okabe–Ito yellow
-is kept for extras only: it is hard to read on white.
+Each structure's own colour and marker are registered with it (``register_structure(
+..., color=, marker=)``) and reach the report through the results' catalogue
+(``connbench.results.catalogue``), as does the registry order the figures use; without
+a catalogue every structure gets a spare style, in alphabetical order. The
+shipped colours are Okabe–Ito (colour-blind safe) plus two of Paul Tol's muted
+colours; the markers differ too, so that the figures survive greyscale printing.
+Okabe–Ito yellow is kept for extras only: it is hard to read on white.
 """
 
 from __future__ import annotations
 
-# The ten structures of the design, in the order the figures list them.
-STRUCTURE_ORDER = [
-    "full", "none", "diagonal", "banded", "jordan",
-    "block", "block_shuffle", "butterfly", "random", "lowrank",
-]
+from connbench.registry import split_spec
 
-BASE_STYLE: dict[str, tuple[str, str]] = {
-    "full": ("#000000", "o"),
-    "none": ("#999999", "X"),
-    "diagonal": ("#D55E00", "s"),
-    "banded": ("#0072B2", "^"),
-    "jordan": ("#CC79A7", "v"),
-    "block": ("#009E73", "D"),
-    "block_shuffle": ("#56B4E9", "P"),
-    "butterfly": ("#E69F00", "*"),
-    "random": ("#999933", "h"),
-    "lowrank": ("#882255", "<"),
-}
+_CATALOGUE: dict = {}  # the results' catalogue (connbench.results.catalogue) in use
+
+
+def use_catalogue(catalogue: dict | None) -> None:
+    """Take structure order and styles from a results catalogue (render_report sets it)."""
+    global _CATALOGUE
+    _CATALOGUE = dict(catalogue or {})
+
+
+def _registered() -> dict[str, dict]:
+    entries = _CATALOGUE.get("structures", {})
+    return dict(sorted(entries.items(), key=lambda kv: kv[1].get("order", 0)))
+
+
+def structure_order() -> list[str]:
+    """The registered structures, in the order the figures list them (registry order)."""
+    return list(_registered())
+
+
+def base_style() -> dict[str, tuple[str, str]]:
+    """Each registered structure's own (colour, marker), where it has one."""
+    return {n: (e["color"], e["marker"]) for n, e in _registered().items()
+            if e.get("color") and e.get("marker")}
+
 
 # Variants of a structure (banded width 3 and 5) and unknown names cycle through these.
 EXTRA_STYLE: list[tuple[str, str]] = [
@@ -32,25 +44,27 @@ EXTRA_STYLE: list[tuple[str, str]] = [
     ("#117733", "H"), ("#F0E442", "o"), ("#88CCEE", "s"), ("#CC6677", "^"),
 ]
 
+
+
+def _extra_style(k: int) -> tuple[str, str]:
+    """The k-th spare style: every colour with each marker in turn, so the first 64
+    spare styles all differ (8 is not enough for a plugin-rich or catalogue-less run)."""
+    n = len(EXTRA_STYLE)
+    colour = EXTRA_STYLE[k % n][0]
+    marker = EXTRA_STYLE[(k + k // n) % n][1]
+    return colour, marker
+
+
 SEQUENTIAL_CMAP = "cividis"
 DIVERGING_CMAP = "PuOr"
 
 
-def parse_spec(spec: str) -> tuple[str, dict[str, str]]:
-    """'banded:cyclic=false,width=3' -> ('banded', {'cyclic': 'false', 'width': '3'})."""
-    name, _, rest = str(spec).partition(":")
-    options = {}
-    for part in filter(None, rest.split(",")):
-        key, _, value = part.partition("=")
-        options[key.strip()] = value.strip()
-    return name.strip(), options
-
-
 def structure_sort_key(name: str) -> tuple[int, str]:
-    """Design order first, unknown names after, alphabetically."""
-    if name in STRUCTURE_ORDER:
-        return (STRUCTURE_ORDER.index(name), "")
-    return (len(STRUCTURE_ORDER), name)
+    """Registry order first, unknown names after, alphabetically."""
+    order = structure_order()
+    if name in order:
+        return (order.index(name), "")
+    return (len(order), name)
 
 
 def short_labels(specs) -> dict[str, str]:
@@ -58,13 +72,13 @@ def short_labels(specs) -> dict[str, str]:
     one spec only, else the name with only the options that differ between its specs."""
     by_name: dict[str, list[str]] = {}
     for spec in sorted(set(specs)):
-        by_name.setdefault(parse_spec(spec)[0], []).append(spec)
+        by_name.setdefault(split_spec(spec)[0], []).append(spec)
     labels = {}
     for name, group in by_name.items():
         if len(group) == 1:
             labels[group[0]] = name
             continue
-        parsed = [parse_spec(s)[1] for s in group]
+        parsed = [split_spec(s)[1] for s in group]
         keys = sorted({k for p in parsed for k in p})
         varying = [k for k in keys if len({p.get(k) for p in parsed}) > 1]
         for spec, opts in zip(group, parsed, strict=False):
@@ -95,12 +109,13 @@ def assign_styles(labels) -> dict[str, tuple[str, str]]:
     styles: dict[str, tuple[str, str]] = {}
     used_base: set[str] = set()
     extra = 0
+    base = base_style()
     for label in label_order(labels):
         name = label.split(":", 1)[0]
-        if name in BASE_STYLE and name not in used_base:
-            styles[label] = BASE_STYLE[name]
+        if name in base and name not in used_base:
+            styles[label] = base[name]
             used_base.add(name)
         else:
-            styles[label] = EXTRA_STYLE[extra % len(EXTRA_STYLE)]
+            styles[label] = _extra_style(extra)
             extra += 1
     return styles

@@ -4,20 +4,21 @@ This module is the contract between the runner (which writes rows), the store (w
 validates and persists them) and the report (which reads them). It imports nothing
 from torch so that the store and the report stay torch-free.
 
-Phases and the metrics they carry:
+Kinds of work (column ``kind``) and the metrics they carry:
 
-* ``fwd``, ``bwd``, ``fwd+bwd`` — metric ``time_per_step_s``: ``value`` is the median
+* ``speed``, one row per measured pass (column ``pass``: ``fwd``, ``bwd``,
+  ``fwd+bwd``) — metric ``time_per_step_s``: ``value`` is the median
   seconds per time step, ``iqr`` its interquartile range, ``samples`` the raw
   per-step samples.
-* ``memory`` — metric ``peak_bytes``: extra peak memory of one forward+backward over
+* ``memory`` (pass ``fwd+bwd``) — metric ``peak_bytes``: extra peak memory of one forward+backward over
   the whole sequence (CUDA: ``max_memory_allocated``; CPU: peak RSS growth of a fresh
   process).
 * ``train`` — one row per final task metric (``sequence_accuracy``, ``bpc`` ...),
   with ``chance``, ``solved``, ``steps_to_solve``, ``higher_is_better``, ``primary``.
-* ``history`` — the learning curve: one row per (evaluation step, metric), ``step``
-  set.
-* ``skipped`` / failures — a cell that could not run has one row with phase set to
-  the phase it tried, ``status`` != ``ok`` and ``error`` filled in.
+* the learning curve: ``train`` rows with ``step`` set, one per (evaluation step,
+  metric); the final figures are the ``train`` rows without a step.
+* ``skipped`` / failures — a trial that could not run has one row with its ``kind``
+  (and the ``pass`` that failed, if any), ``status`` != ``ok`` and ``error`` filled in.
 """
 
 from __future__ import annotations
@@ -25,12 +26,12 @@ from __future__ import annotations
 # (column, pandas dtype, description). Order is the column order of written files.
 COLUMNS: list[tuple[str, str, str]] = [
     # identity
-    ("cell_id", "string", "stable hash of the canonical cell config and the code versions"),
+    ("trial_id", "string", "stable hash of the canonical trial config and the code versions"),
     ("sweep", "string", "sweep name"),
     ("task", "string", "task name, e.g. copy"),
     ("task_spec", "string", "canonical task spec, e.g. copy:length=100"),
-    ("connectivity", "string", "structure name, e.g. banded"),
-    ("connectivity_spec", "string", "canonical structure spec, e.g. banded:cyclic=false,width=3"),
+    ("structure", "string", "structure name, e.g. banded"),
+    ("structure_spec", "string", "canonical structure spec, e.g. banded:cyclic=false,width=3"),
     ("cell", "string", "cell type: rnn_tanh, rnn_relu, rnn_sigmoid, gru, lstm"),
     ("hidden", "Int64", "hidden size used"),
     ("hidden_request", "string", "what the sweep asked for: a size, or iso_params:N / iso_time:S"),
@@ -41,7 +42,8 @@ COLUMNS: list[tuple[str, str, str]] = [
     ("device", "string", "cpu or cuda"),
     ("threads", "Int64", "torch intra-op threads"),
     ("seed", "Int64", "seed"),
-    ("phase", "string", "fwd, bwd, fwd+bwd, memory, train, history"),
+    ("kind", "string", "the kind of work: speed, memory or train"),
+    ("pass", "string", "the measured pass: fwd, bwd or fwd+bwd (speed, memory); empty for train"),
     ("status", "string", "ok, failed, diverged, skipped"),
     ("error", "string", "error message when status is not ok"),
     # the measurement
@@ -49,7 +51,7 @@ COLUMNS: list[tuple[str, str, str]] = [
     ("value", "float64", "the figure (median for timings)"),
     ("iqr", "float64", "interquartile range of timing samples"),
     ("samples", "object", "raw timing samples (list of float), else empty"),
-    ("step", "Int64", "training step of a history row"),
+    ("step", "Int64", "training step of a learning-curve row (empty on final train rows)"),
     # accounting
     ("stored_params", "Int64", "recurrent weights the structure stores (all layers, gates)"),
     ("effective_params", "Int64", "nonzeros of the recurrent matrices it acts as"),
@@ -62,7 +64,7 @@ COLUMNS: list[tuple[str, str, str]] = [
     ("solved", "boolean", "the task's solved criterion was met"),
     ("steps_to_solve", "Int64", "training steps until solved, <NA> if never"),
     ("train_steps", "Int64", "training steps run"),
-    ("wall_time_s", "float64", "wall time of the phase"),
+    ("wall_time_s", "float64", "wall time of the measurement"),
     # environment
     ("torch_version", "string", "torch.__version__"),
     ("cuda_version", "string", "torch.version.cuda or empty"),
@@ -78,7 +80,8 @@ COLUMNS: list[tuple[str, str, str]] = [
 
 COLUMN_NAMES = [c for c, _, _ in COLUMNS]
 DTYPES = {c: t for c, t, _ in COLUMNS}
-PHASES = ("fwd", "bwd", "fwd+bwd", "memory", "train", "history")
+KINDS = ("speed", "memory", "train")
+PASSES = ("fwd", "bwd", "fwd+bwd")
 STATUSES = ("ok", "failed", "diverged", "skipped")
 SPEED_METRIC = "time_per_step_s"
 MEMORY_METRIC = "peak_bytes"

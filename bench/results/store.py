@@ -2,13 +2,16 @@
 
 Layout::
 
-    RESULTS/<sweep>/<cell_id>.parquet     rows of one finished cell
+    RESULTS/<sweep>/<trial_id>.parquet     rows of one finished cell
     RESULTS/<sweep>/corrupt/...           unreadable parts, moved aside (and rerun)
 
 A part is written to a temporary file in the same directory, flushed and fsync'ed,
 then renamed over its final name (``os.replace``), so a crash leaves either the old
-state or the whole new file, never half a file. A cell is *done* when its part
-exists and is readable; a rerun skips done cells and ``--force`` rewrites them.
+state or the whole new file, never half a file. A trial is *done* when its part
+exists, is readable, has the :data:`REQUIRED` columns and records no ``failed`` row:
+a failure (out of memory, a crash) is retried by a plain rerun, while ``diverged``
+and ``skipped`` are results and stay. ``--force`` rewrites done trials too. A part
+that is unreadable or lacks a required column is moved to ``corrupt/`` and rerun.
 Temporary files of a killed writer (``.*.tmp``) are ignored and may be deleted.
 
 Rows are validated against :data:`connbench.results.schema.COLUMNS` on write (unknown columns are
@@ -18,7 +21,6 @@ This module never imports torch.
 
 from __future__ import annotations
 
-import difflib
 import functools
 import os
 import tempfile
@@ -32,10 +34,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from connbench.files import atomic_write
-from connbench.registry import SpecError
+from connbench.registry import SpecError, did_you_mean
 from connbench.results.schema import COLUMN_NAMES, DTYPES
 
 CORRUPT_DIR = "corrupt"
+# Columns without which a part cannot be reported or judged done. Other columns may be
+# missing (parts written before the schema grew) and read as NA.
+REQUIRED = ("trial_id", "kind", "status", "metric", "value")
 
 _ARROW = {"string": pa.string(), "Int64": pa.int64(), "float64": pa.float64(),
           "boolean": pa.bool_()}
@@ -63,11 +68,11 @@ def sweep_dir(results_dir: str | Path, sweep: str) -> Path:
     return Path(results_dir) / sweep
 
 
-def part_path(results_dir: str | Path, sweep: str, cell_id: str) -> Path:
+def part_path(results_dir: str | Path, sweep: str, trial_id: str) -> Path:
     """Where the rows of one cell live."""
-    if not cell_id or "/" in cell_id or cell_id.startswith("."):
-        raise StoreError(f"cell_id {cell_id!r} cannot be a file name")
-    return sweep_dir(results_dir, sweep) / f"{cell_id}.parquet"
+    if not trial_id or "/" in trial_id or trial_id.startswith("."):
+        raise StoreError(f"trial_id {trial_id!r} cannot be a file name")
+    return sweep_dir(results_dir, sweep) / f"{trial_id}.parquet"
 
 
 def check_writable(results_dir: str | Path, sweep: str | None = None) -> Path:
@@ -99,9 +104,8 @@ def coerce(rows: Iterable[Mapping[str, Any]] | pd.DataFrame) -> pd.DataFrame:
     df = rows.copy() if isinstance(rows, pd.DataFrame) else pd.DataFrame(list(rows))
     unknown = [c for c in df.columns if c not in DTYPES]
     if unknown:
-        hints = "".join(
-            f"; {c!r}: did you mean {m[0]!r}?"
-            for c in unknown if (m := difflib.get_close_matches(str(c), COLUMN_NAMES, n=1)))
+        hints = "".join(f"; {c!r}{hint}" for c in unknown
+                        if (hint := did_you_mean(str(c), COLUMN_NAMES)))
         raise StoreError(f"unknown result column(s) {', '.join(map(repr, unknown))}{hints}; "
                          "the columns are listed in connbench.results.schema (add new ones there)")
     out = {}
@@ -176,27 +180,27 @@ def _float_list(v: Any, col: str) -> list[float]:
 # --------------------------------------------------------------------- writing
 
 
-def write_cell(results_dir: str | Path, sweep: str, cell_id: str,
+def write_trial(results_dir: str | Path, sweep: str, trial_id: str,
                rows: Iterable[Mapping[str, Any]] | pd.DataFrame) -> Path:
     """Validate one cell's rows and write them atomically; returns the part path.
 
-    Every row must carry this ``cell_id`` (a missing one is filled in). An existing
+    Every row must carry this ``trial_id`` (a missing one is filled in). An existing
     part is replaced, which is what ``--force`` needs.
     """
     df = coerce(rows)
     if df.empty:
-        raise StoreError(f"cell {cell_id}: no rows to write; a cell records at least one "
+        raise StoreError(f"cell {trial_id}: no rows to write; a cell records at least one "
                          "row, even when it failed or was skipped")
-    ids = set(df["cell_id"].dropna())
-    if ids - {cell_id}:
-        raise StoreError(f"rows of cell {cell_id} carry other cell_id(s): "
-                         f"{', '.join(sorted(ids - {cell_id}))}")
-    df["cell_id"] = df["cell_id"].fillna(cell_id)
+    ids = set(df["trial_id"].dropna())
+    if ids - {trial_id}:
+        raise StoreError(f"rows of cell {trial_id} carry other trial_id(s): "
+                         f"{', '.join(sorted(ids - {trial_id}))}")
+    df["trial_id"] = df["trial_id"].fillna(trial_id)
     if "sweep" in df and df["sweep"].isna().any():
         df["sweep"] = df["sweep"].fillna(sweep)
-    path = part_path(results_dir, sweep, cell_id)
+    path = part_path(results_dir, sweep, trial_id)
     table = pa.Table.from_pandas(df, schema=arrow_schema(), preserve_index=False)
-    atomic_write(path, lambda fh: pq.write_table(table, fh), prefix=f".{cell_id}.")
+    atomic_write(path, lambda fh: pq.write_table(table, fh), prefix=f".{trial_id}.")
     _fsync_dir(path.parent)  # make the rename itself durable
     return path
 
@@ -225,15 +229,20 @@ def _parts(results_dir: str | Path, sweep: str) -> list[Path]:
 def _quarantine(path: Path, exc: Exception) -> None:
     """Move an unreadable part aside so that its cell counts as not done."""
     dest_dir = path.parent / CORRUPT_DIR
-    dest_dir.mkdir(exist_ok=True)
     dest = dest_dir / path.name
     n = 1
     while dest.exists():
         dest = dest_dir / f"{path.stem}.{n}{path.suffix}"
         n += 1
     try:
+        dest_dir.mkdir(exist_ok=True)
         os.replace(path, dest)
     except FileNotFoundError:  # another reader moved it first
+        return
+    except OSError as err:  # a read-only results directory: leave it, skip it
+        warnings.warn(f"unreadable result file {path} ({type(exc).__name__}: {exc}) is "
+                      f"skipped; it could not be moved aside ({err.strerror or err})",
+                      RuntimeWarning, stacklevel=3)
         return
     warnings.warn(f"unreadable result file {path} ({type(exc).__name__}: {exc}) moved to "
                   f"{dest}; its cell will run again", RuntimeWarning, stacklevel=3)
@@ -242,8 +251,9 @@ def _quarantine(path: Path, exc: Exception) -> None:
 def _read_part(path: Path) -> pa.Table | None:
     try:
         table = pq.read_table(path)
-        if table.num_rows == 0 or "cell_id" not in table.column_names:
-            raise ValueError("no rows or no cell_id column")
+        if table.num_rows == 0:
+            raise ValueError("part file has no rows")
+        _check_required(table.column_names)
         return table
     except FileNotFoundError:
         return None
@@ -252,25 +262,43 @@ def _read_part(path: Path) -> pa.Table | None:
         return None
 
 
-def done_ids(results_dir: str | Path, sweep: str) -> set[str]:
-    """Ids of the cells whose part file exists and is readable.
+def _check_required(columns: Iterable[str]) -> None:
+    missing = [c for c in REQUIRED if c not in set(columns)]
+    if missing:
+        raise ValueError(f"part file lacks required column(s) {', '.join(missing)}")
 
-    Only the parquet footer is read; an unreadable file is moved to ``corrupt/`` with
-    a warning and its cell is not counted, so it runs again.
+
+def part_statuses(results_dir: str | Path, sweep: str) -> dict[str, set[str]]:
+    """trial_id -> the statuses its part records, for every valid part of a sweep.
+
+    Only the footer and the ``status`` column are read. A part that is unreadable,
+    empty or lacks a :data:`REQUIRED` column is moved to ``corrupt/`` with a warning
+    and left out, so its trial runs again.
     """
-    done = set()
+    out: dict[str, set[str]] = {}
     for path in _parts(results_dir, sweep):
         try:
             meta = pq.read_metadata(path)
             if meta.num_rows == 0:
                 raise ValueError("part file has no rows")
+            _check_required(meta.schema.to_arrow_schema().names)
+            status = pq.read_table(path, columns=["status"]).column("status")
+            out[path.stem] = {str(s) for s in status.to_pylist()}
         except FileNotFoundError:
             continue
         except Exception as exc:  # noqa: BLE001
             _quarantine(path, exc)
-            continue
-        done.add(path.stem)
-    return done
+    return out
+
+
+def done_ids(results_dir: str | Path, sweep: str) -> set[str]:
+    """Ids of the finished trials: a valid part that records no ``failed`` row.
+
+    A failed trial is not done (a rerun retries it); ``diverged`` and ``skipped`` are
+    results. Invalid parts are moved aside (see :func:`part_statuses`).
+    """
+    return {tid for tid, statuses in part_statuses(results_dir, sweep).items()
+            if "failed" not in statuses}
 
 
 def _conform(table: pa.Table) -> pa.Table:
@@ -309,24 +337,24 @@ def _read_conformed(path: Path) -> pa.Table | None:
         return None
 
 
-def read_cell(results_dir: str | Path, sweep: str, cell_id: str) -> pd.DataFrame | None:
+def read_trial(results_dir: str | Path, sweep: str, trial_id: str) -> pd.DataFrame | None:
     """The rows of one finished cell, or None when it is not done (or was unreadable)."""
-    path = part_path(results_dir, sweep, cell_id)
+    path = part_path(results_dir, sweep, trial_id)
     table = _read_conformed(path) if path.exists() else None
     return None if table is None else _to_frame([table])
 
 
 def load(results_dir: str | Path, sweep: str,
-         cell_ids: Iterable[str] | None = None) -> pd.DataFrame:
+         trial_ids: Iterable[str] | None = None) -> pd.DataFrame:
     """Every row of a sweep (optionally only some cells), with the schema's dtypes.
 
     Raises FileNotFoundError, naming the command that produces results, when the
-    sweep has no readable part (with ``cell_ids``: an empty frame when the sweep has
+    sweep has no readable part (with ``trial_ids``: an empty frame when the sweep has
     parts but none of those cells). Unreadable parts are moved aside with a warning.
     Columns a part lacks (written before the schema grew) are NA; columns the schema
     no longer has are dropped.
     """
-    wanted = None if cell_ids is None else set(cell_ids)
+    wanted = None if trial_ids is None else set(trial_ids)
     parts = _parts(results_dir, sweep)
     tables = []
     for path in parts:

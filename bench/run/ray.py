@@ -25,6 +25,9 @@ shared filesystem.
 from __future__ import annotations
 
 import os
+import shutil
+import sys
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -37,23 +40,26 @@ MAX_RETRIES = 3
 
 
 def _measure(cell: Any, sweep_name: str) -> list[dict]:
-    from connbench.measure.trial import is_exclusive, measure_cell
+    from connbench import plugins
+    from connbench.measure.trial import is_exclusive, measure_trial
+
+    plugins.load()  # the run's plugins, named in CONNBENCH_PLUGINS by runtime_env
 
     # a train cell holds one CPU; a speed/memory cell has the node to itself
-    return measure_cell(cell, sweep_name, threads=None if is_exclusive(cell) else 1)
+    return measure_trial(cell, sweep_name, threads=None if is_exclusive(cell) else 1)
 
 
 def task_options(cell: Any) -> dict[str, Any]:
     """Ray resource requests of one cell."""
-    from connbench.measure.trial import cell_config, is_exclusive
+    from connbench.measure.trial import is_exclusive
 
     opts: dict[str, Any] = {
         "num_cpus": 1,
         "resources": {SPEED_SLOT: 1.0 if is_exclusive(cell) else TRAIN_SLOT},
         "max_retries": MAX_RETRIES,
-        "retry_exceptions": False,  # measure_cell turns exceptions into failed rows
+        "retry_exceptions": False,  # measure_trial turns exceptions into failed rows
     }
-    if str(cell_config(cell).get("device", "cpu")).startswith("cuda"):
+    if cell.device.startswith("cuda"):
         opts["num_gpus"] = 1
     return opts
 
@@ -64,22 +70,61 @@ def _connect(address: str | None) -> bool:
 
     if ray.is_initialized():
         return False
-    root = Path(__file__).resolve().parent.parent
     if address:
-        # ship this checkout's packages so cluster nodes run the same code
-        ray.init(
-            address=address,
-            runtime_env={"py_modules": [str(root / "bench"), str(root / "tasks")]},
-            log_to_driver=False,
-        )
+        # ship this checkout's package and the plugins so cluster nodes run the same code
+        ray.init(address=address, runtime_env=runtime_env(ship_connbench=True),
+                 log_to_driver=False)
     else:
         ray.init(
             num_cpus=os.cpu_count() or 1,
             resources={SPEED_SLOT: 1},
             include_dashboard=False,
             log_to_driver=False,
+            runtime_env=runtime_env(ship_connbench=False),
         )
     return True
+
+
+def runtime_env(ship_connbench: bool) -> dict[str, Any]:
+    """What every Ray worker needs: the plugin names, their code, and connbench's.
+
+    ``py_modules`` makes a directory importable under its own name, so connbench is
+    shipped as one ``connbench/`` folder assembled from the checkout (``bench/`` with
+    ``tasks/`` inside, as setuptools maps them), and a single-file plugin as a package
+    of its own name.
+    """
+    from connbench import plugins
+
+    staging = Path(tempfile.mkdtemp(prefix="connbench-ray-"))
+    modules: list[Any] = [_stage_connbench(staging)] if ship_connbench else []
+    for name in plugins.loaded():
+        modules.append(_stage_module(sys.modules[name.split(".")[0]], staging))
+    env: dict[str, Any] = {"env_vars": {plugins.ENV: ",".join(plugins.loaded())}}
+    if modules:
+        env["py_modules"] = modules
+    return env
+
+
+def _stage_connbench(staging: Path) -> str:
+    import connbench
+    import connbench.tasks
+
+    ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
+    target = staging / "connbench"
+    shutil.copytree(Path(connbench.__file__).parent, target, ignore=ignore)
+    tasks_dir = Path(connbench.tasks.__file__).parent
+    if not (target / "tasks").exists():  # an editable checkout keeps tasks/ apart
+        shutil.copytree(tasks_dir, target / "tasks", ignore=ignore)
+    return str(target)
+
+
+def _stage_module(module: Any, staging: Path) -> Any:
+    if hasattr(module, "__path__"):  # a package: Ray ships its folder
+        return module
+    package = staging / module.__name__
+    package.mkdir()
+    shutil.copy(module.__file__, package / "__init__.py")
+    return str(package)
 
 
 def run_ray(cells: list[Any], sweep_name: str, on_rows: Callable[[Any, list[dict]], None], *,

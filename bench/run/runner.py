@@ -34,18 +34,21 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-RowsCallback = Callable[[Any, list[dict]], None]
+from connbench.plan.sweep import Trial
+from connbench.procs import die_with_parent
+
+RowsCallback = Callable[[Trial, list[dict]], None]
 
 
 # --------------------------------------------------------------------------- CLI
 
 
 # --------------------------------------------------------------------------- store glue
-def write_rows(results: Path, sweep_name: str, cell_id: str, rows: list[dict]) -> None:
+def write_rows(results: Path, sweep_name: str, trial_id: str, rows: list[dict]) -> None:
     """Persist one cell's rows atomically (the store's per-cell parquet file)."""
     from connbench.results import store
 
-    store.write_cell(results, sweep_name, cell_id, rows)
+    store.write_trial(results, sweep_name, trial_id, rows)
 
 
 def done_ids(results: Path, sweep_name: str) -> set[str]:
@@ -54,23 +57,48 @@ def done_ids(results: Path, sweep_name: str) -> set[str]:
     return set(store.done_ids(results, sweep_name))
 
 
-def cell_status(rows: list[dict]) -> str:
+def trial_status(rows: list[dict]) -> str:
     """The cell's overall status: its worst row status."""
-    statuses = {r.get("status") for r in rows if r.get("phase") != "history"} or {"ok"}
+    statuses = {r.get("status") for r in rows if r.get("step") is None} or {"ok"}
     for s in ("failed", "diverged", "skipped"):
         if s in statuses:
             return s
     return "ok"
 
 
-def skipped_cell(item: Any) -> tuple[Any, str]:
-    """(cell, reason) of an entry of ``Sweep.skipped``."""
-    if isinstance(item, tuple) and len(item) == 2:
-        return item
-    for attr in ("reason", "error", "message"):
-        if hasattr(item, attr) and hasattr(item, "cell"):
-            return item.cell, str(getattr(item, attr))
-    return item, str(getattr(item, "reason", "invalid cell"))
+# --------------------------------------------------------------------------- contract
+def check_structures(trials: Iterable[Trial]) -> None:
+    """Refuse (SpecError) a sweep with a structure that breaks the contract.
+
+    Runs ``connbench.nn.contract.check_structure`` once per structure spec, in the
+    cells the sweep uses it with, at a small size: the size registered with the
+    structure or a multiple of it, else the smallest size the sweep gives it. Cheap
+    (well under a second for the ten shipped structures); it catches a plugin whose
+    fast path disagrees with its ``dense()`` before a single row is recorded.
+    """
+    from connbench.nn.contract import check_structure, contract_size
+    from connbench.nn.structures import check
+    from connbench.registry import SpecError
+
+    uses: dict[str, tuple[set[str], set[int]]] = {}
+    for t in trials:
+        cells, sizes = uses.setdefault(t.structure_spec, (set(), set()))
+        cells.add(t.cell)
+        sizes.add(t.hidden)
+    problems: list[str] = []
+    for spec, (cells, sizes) in uses.items():
+        base = contract_size(spec)
+        for hidden in [base * k for k in (1, 2, 4, 8)] + sorted(sizes)[:1]:
+            try:
+                check(spec, hidden)
+            except SpecError:
+                continue
+            problems += check_structure(spec, hidden, cells=sorted(cells))
+            break
+    if problems:
+        raise SpecError("a structure breaks the contract (its fast path must act as its "
+                        "dense() matrix); fix it before running:\n  - "
+                        + "\n  - ".join(problems))
 
 
 # --------------------------------------------------------------------------- runner
@@ -90,31 +118,29 @@ class Runner:
         self.counts: Counter[str] = Counter()
         self.finished: dict[str, list[dict]] = {}
 
-    # cells whose part file exists are skipped unless --force
-    def pending(self, cells: Iterable[Any]) -> list[Any]:
+    # finished trials are skipped unless --force; failed ones are not finished
+    def pending(self, cells: Iterable[Trial]) -> list[Trial]:
         cells = list(cells)
         if self.force:
             return cells
         done = done_ids(self.results, self.sweep_name)
-        return [c for c in cells if _cell_id(c) not in done]
+        return [c for c in cells if c.trial_id not in done]
 
-    def run(self, cells: list[Any], skipped: Iterable[Any] = ()) -> Counter[str]:
-        from connbench.measure.trial import cell_phase, error_row
+    def run(self, cells: list[Trial], skipped: Iterable[tuple[Trial, str]] = ()) -> Counter[str]:
+        from connbench.measure.rows import error_row
 
         todo = self.pending(cells)
         if len(cells) > len(todo):
             self.counts["already done"] += len(cells) - len(todo)
         skipped_todo = []
         done = set() if self.force else done_ids(self.results, self.sweep_name)
-        for item in skipped:
-            cell, reason = skipped_cell(item)
-            if _cell_id(cell) in done:
+        for cell, reason in skipped:
+            if cell.trial_id in done:
                 self.counts["already done"] += 1
             else:
                 skipped_todo.append((cell, reason))
         for cell, reason in skipped_todo:
-            phase = {"speed": "fwd+bwd"}.get(cell_phase(cell), cell_phase(cell))
-            self._record(cell, [error_row(cell, self.sweep_name, phase, "skipped", reason)])
+            self._record(cell, [error_row(cell, self.sweep_name, cell.kind, "skipped", reason)])
         if not todo:
             return self.counts
         bar = _progress(len(todo), self.sweep_name, self.quiet)
@@ -135,33 +161,27 @@ class Runner:
                   "rerun the same command to finish them", file=sys.stderr)
         return self.counts
 
-    def _record(self, cell: Any, rows: list[dict]) -> None:
-        from connbench.measure.trial import error_row
+    def _record(self, cell: Trial, rows: list[dict]) -> None:
+        from connbench.measure.rows import error_row
         from connbench.results.store import StoreError
 
-        cid = _cell_id(cell)
+        cid = cell.trial_id
         try:
             write_rows(self.results, self.sweep_name, cid, rows)
         except StoreError as exc:  # a measurement bug must not stop the sweep either
-            phase = next((r.get("phase") for r in rows), None) or "train"
-            rows = [error_row(cell, self.sweep_name, phase, "failed",
+            kind = next((r.get("kind") for r in rows), None) or "train"
+            rows = [error_row(cell, self.sweep_name, kind, "failed",
                               f"rows could not be stored: {exc}")]
             write_rows(self.results, self.sweep_name, cid, rows)
         self.finished[cid] = rows
-        self.counts[cell_status(rows)] += 1
+        self.counts[trial_status(rows)] += 1
 
     def _callback(self, bar) -> RowsCallback:
-        def on_rows(cell: Any, rows: list[dict]) -> None:
+        def on_rows(cell: Trial, rows: list[dict]) -> None:
             self._record(cell, rows)
             bar.update(1)
 
         return on_rows
-
-
-def _cell_id(cell: Any) -> str:
-    if isinstance(cell, dict):
-        return str(cell["cell_id"])
-    return str(cell.cell_id)
 
 
 class _NoBar:
@@ -178,41 +198,48 @@ def _progress(total: int, desc: str, quiet: bool):
     return tqdm(total=total, desc=desc, unit="cell", dynamic_ncols=True, file=sys.stderr)
 
 
-def _on_start(bar) -> Callable[[Any], None]:
+def _on_start(bar) -> Callable[[Trial], None]:
     from connbench.measure.trial import describe
 
-    def on_start(cell: Any) -> None:
+    def on_start(cell: Trial) -> None:
         bar.set_postfix_str(describe(cell)[:70])
 
     return on_start
 
 
 # --------------------------------------------------------------------------- local executor
-def run_local(cells: list[Any], sweep_name: str, on_rows: RowsCallback, *, workers: int = 1,
-              on_start: Callable[[Any], None] = lambda c: None) -> list[Any]:
+def run_local(cells: list[Trial], sweep_name: str, on_rows: RowsCallback, *, workers: int = 1,
+              on_start: Callable[[Trial], None] = lambda c: None) -> list[Trial]:
     """Speed/memory cells alone and in order, then train cells (in-process or a pool).
 
     Returns the cells that did not finish (a pool worker died), which were not recorded.
     """
-    from connbench.measure.trial import is_exclusive, measure_cell
+    from connbench.measure.trial import is_exclusive, measure_trial
 
     exclusive = [c for c in cells if is_exclusive(c)]
     train = [c for c in cells if not is_exclusive(c)]
     for cell in exclusive:
         on_start(cell)
-        on_rows(cell, measure_cell(cell, sweep_name))
+        on_rows(cell, measure_trial(cell, sweep_name))
     if workers <= 1 or len(train) <= 1:
         for cell in train:
             on_start(cell)
-            on_rows(cell, measure_cell(cell, sweep_name))
+            on_rows(cell, measure_trial(cell, sweep_name))
         return []
     return _run_pool(train, sweep_name, on_rows, workers, on_start)
 
 
-def _pool_measure(cell: Any, sweep_name: str, threads: int) -> list[dict]:
-    from connbench.measure.trial import measure_cell
+def _pool_measure(cell: Trial, sweep_name: str, threads: int) -> list[dict]:
+    from connbench.measure.trial import measure_trial
 
-    return measure_cell(cell, sweep_name, threads=threads)
+    return measure_trial(cell, sweep_name, threads=threads)
+
+
+def _worker_init() -> None:
+    from connbench import plugins
+
+    die_with_parent()
+    plugins.load()
 
 
 def _run_pool(cells, sweep_name, on_rows, workers, on_start) -> list[Any]:
@@ -220,20 +247,30 @@ def _run_pool(cells, sweep_name, on_rows, workers, on_start) -> list[Any]:
     from concurrent.futures import ProcessPoolExecutor, as_completed
     from concurrent.futures.process import BrokenProcessPool
 
+
     threads = max(1, (os.cpu_count() or 1) // workers)
     lost = []
-    # spawn, not fork: a forked child of a process that already ran OpenMP can hang
-    with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn")) as pool:
+    # spawn, not fork: a forked child of a process that already ran OpenMP can hang.
+    # A spawned worker is a fresh interpreter: it loads the run's plugins (exported in
+    # CONNBENCH_PLUGINS) before its first trial, and dies with the driver (a SIGKILLed
+    # driver leaves no training orphans).
+    with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"),
+                             initializer=_worker_init) as pool:
         futures = {pool.submit(_pool_measure, c, sweep_name, threads): c for c in cells}
-        for fut in as_completed(futures):
-            cell = futures[fut]
-            try:
-                rows = fut.result()
-            except BrokenProcessPool:
-                lost.append(cell)
-                continue
-            on_start(cell)
-            on_rows(cell, rows)
+        try:
+            for fut in as_completed(futures):
+                cell = futures[fut]
+                try:
+                    rows = fut.result()
+                except BrokenProcessPool:
+                    lost.append(cell)
+                    continue
+                on_start(cell)
+                on_rows(cell, rows)
+        except BaseException:
+            # The rows can no longer be written (a full disk, Ctrl-C): start nothing new.
+            pool.shutdown(wait=False, cancel_futures=True)
+            raise
     return lost
 
 
@@ -250,15 +287,14 @@ def run_lookback(runner: Runner, sweep: Any, spec: Any) -> Counter[str]:
     store instead of training them again. Speed and memory cells of the sweep run as
     a normal grid first.
     """
-    from connbench.measure.trial import cell_phase
     from connbench.plan.sweep import with_task_option
     from connbench.registry import split_spec
 
     cfg = _lookback_config(spec)
-    others = [c for c in sweep.cells if cell_phase(c) != "train"]
+    others = [c for c in sweep.trials if c.kind != "train"]
     if others:
         runner.run(others, getattr(sweep, "skipped", []) or [])
-    groups = [c for c in sweep.cells if cell_phase(c) == "train"]
+    groups = [c for c in sweep.trials if c.kind == "train"]
     resolver = getattr(sweep, "resolver", None)
     bar = _progress(len(groups), f"{sweep.name} (lookback)", runner.quiet)
     runner.quiet, quiet = True, runner.quiet  # one bar for the search, not one per length
@@ -317,12 +353,12 @@ def _search(solved_at: Callable[[int], bool], start: int, maximum: int,
     return lo
 
 
-def _run_or_load(runner: Runner, cell: Any) -> list[dict]:
-    cid = _cell_id(cell)
+def _run_or_load(runner: Runner, cell: Trial) -> list[dict]:
+    cid = cell.trial_id
     if cid in runner.finished:
         return runner.finished[cid]
     if not runner.force:
-        rows = _load_cell(runner.results, runner.sweep_name, cid)
+        rows = _load_trial(runner.results, runner.sweep_name, cid)
         if rows:
             runner.counts["already done"] += 1
             runner.finished[cid] = rows
@@ -331,17 +367,17 @@ def _run_or_load(runner: Runner, cell: Any) -> list[dict]:
     return runner.finished.get(cid, [])
 
 
-def _load_cell(results: Path, sweep_name: str, cell_id: str) -> list[dict]:
+def _load_trial(results: Path, sweep_name: str, trial_id: str) -> list[dict]:
     from connbench.results import store
 
-    if cell_id not in done_ids(results, sweep_name):
-        return []
-    df = store.load(results, sweep_name)
-    return df[df["cell_id"] == cell_id].to_dict("records")
+    if trial_id not in done_ids(results, sweep_name):
+        return []  # not there, or failed: train it (again)
+    df = store.read_trial(results, sweep_name, trial_id)
+    return [] if df is None else df.to_dict("records")
 
 
 def _solved(rows: list[dict]) -> bool:
-    train = [r for r in rows if r.get("phase") == "train"]
+    train = [r for r in rows if r.get("kind") == "train" and r.get("step") is None]
     return bool(train) and all(r.get("status") == "ok" for r in train) and any(
         bool(r.get("solved")) is True for r in train
     )

@@ -41,10 +41,22 @@ def source_hash() -> str:
     return h.hexdigest()[:12]
 
 
+def cpu_tag() -> str:
+    """The CPU model and ISA flags: -march=native code is only valid on the same kind
+    (an AVX-512 build would crash with SIGILL on a machine without it)."""
+    text = ""
+    try:
+        with open("/proc/cpuinfo") as f:
+            lines = [ln for ln in f if ln.startswith(("model name", "flags"))]
+        text = "".join(sorted(set(lines)))
+    except OSError:
+        pass
+    return hashlib.sha256((platform.machine() + text).encode()).hexdigest()[:8]
+
+
 def build_dir() -> Path:
     root = Path(os.environ.get("CONNBENCH_CACHE", Path.home() / ".cache" / "connbench"))
-    # -march=native: a build is only valid on this machine kind
-    tag = f"{torch.__version__}-{platform.machine()}-{source_hash()}"
+    tag = f"{torch.__version__}-{platform.machine()}-{cpu_tag()}-{source_hash()}"
     return root / "kernels" / tag
 
 

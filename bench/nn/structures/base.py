@@ -1,6 +1,6 @@
-"""Recurrent connectivity structures: the W_hh of an RNN, computed with its structure.
+"""Recurrent structure structures: the W_hh of an RNN, computed with its structure.
 
-Every structure is a ``Recurrence`` module that maps h (B, H) to h·W (B, gates·H),
+Every structure is a ``Structure`` module that maps h (B, H) to h·W (B, gates·H),
 where W is (H, gates·H): one H×H block per gate, each with the same structure. The
 fast path uses the structure (elementwise products, shifted products, batched block
 matmuls, sparse kernels); ``dense()`` builds the matrix W independently and is the
@@ -21,11 +21,17 @@ contiguous operands; see PERF_NOTES pitfall 2). ``to_state``/``from_state`` conv
 every layout the gates are the chunks of the last dimension. ``stepper()`` is called
 once per sequence (it may precompute factors from the weights) and returns
 ``step(h, u)`` = u + h·W in gate layout (u may be None).
+
+The smallest structure (a plugin's, say) is ``__init__`` creating its parameters and
+``dense()``: the forward pass, the stepper, the accounting and the mask all default to
+the dense matrix. A shipped structure overrides the stepper with its fast path and
+counts itself analytically (``effective_params``, ``flops``), so that counting never
+builds an H×H tensor.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 import torch
 from torch import nn
@@ -33,11 +39,37 @@ from torch import nn
 from connbench.nn.kernels.fused import MatrixPlan
 from connbench.registry import Option, Registry, SpecError, format_spec
 
-REGISTRY = Registry("connectivity")
+REGISTRY = Registry("structure")
 
 _INIT = Option("init", str, "default", "weight initialisation", ("default", "uniform"))
 
 Step = Callable[[torch.Tensor, torch.Tensor | None], torch.Tensor]
+
+
+def register_structure(name: str, description: str, options: Iterable[Option] = (), *,
+                       example: str | None = None, size: int = 16, color: str | None = None,
+                       marker: str | None = None) -> Callable[[type], type]:
+    """Class decorator: register a ``Structure`` subclass under ``name``.
+
+    Every structure takes the ``init`` option (the model-wide initialisation), added
+    here when ``options`` do not name it. ``example`` and ``size`` are what the
+    contract tests, ``connbench check`` and the benchmarks build (example default: the
+    bare name, which must be valid at ``size``); ``color``/``marker`` its plot style.
+    """
+    options = list(options)
+    if not any(o.name == "init" for o in options):
+        options.append(_INIT)
+    register = REGISTRY.register(name, description, options, example=example, size=size,
+                                 color=color, marker=marker)
+
+    def deco(cls: type) -> type:
+        if not (isinstance(cls, type) and issubclass(cls, Structure)):
+            raise TypeError(f"register_structure({name!r}): {cls!r} is not a "
+                            "connbench.Structure subclass")
+        cls.name = name
+        return register(cls)
+
+    return deco
 
 
 def names() -> list[str]:
@@ -57,7 +89,7 @@ def check(spec: str, hidden: int, gates: int = 1) -> None:
     entry.obj.validate(hidden, gates=gates, **_without_init(opts))
 
 
-def make(spec: str, hidden: int, gates: int = 1, **overrides) -> Recurrence:
+def make(spec: str, hidden: int, gates: int = 1, **overrides) -> Structure:
     """Build the structure named by ``spec`` for hidden size ``hidden``.
 
     ``overrides`` take precedence over options in the spec, e.g.
@@ -67,7 +99,7 @@ def make(spec: str, hidden: int, gates: int = 1, **overrides) -> Recurrence:
     _check_hidden(hidden)
     if not isinstance(gates, int) or gates < 1:
         raise SpecError(f"gates={gates!r} must be a positive integer")
-    init = opts.pop("init")
+    init = opts.pop("init", "default")
     entry.obj.validate(hidden, gates=gates, **opts)
     module = entry.obj(hidden, gates=gates, init=init, **opts)
     module.spec = format_spec(entry.name, {**opts, "init": init})
@@ -88,18 +120,19 @@ def _uniform_(t: torch.Tensor, bound: float) -> torch.Tensor:
         return t.uniform_(-bound, bound)
 
 
-class Recurrence(nn.Module):
+class Structure(nn.Module):
     """Base class: h (B, H) → h·W (B, gates·H), computed with the structure."""
 
     version = 1
     name = "?"
     fast_tanh = True  # cells may use tanh via sigmoid (connbench.nn.kernels.activations.tanh)
 
-    def __init__(self, hidden: int, gates: int = 1, init: str = "default"):
+    def __init__(self, hidden: int, gates: int = 1, init: str = "default", **options):
         super().__init__()
         self.hidden = hidden
         self.gates = gates
         self.init = init
+        self.options = options  # the registered options, typed (for repr and plugins)
         self.spec = self.name
 
     @classmethod
@@ -127,7 +160,7 @@ class Recurrence(nn.Module):
 
     def dense(self) -> torch.Tensor:
         """The (H, gates·H) matrix this structure acts as (the reference path)."""
-        raise NotImplementedError  # every registered structure overrides this
+        raise NotImplementedError(f"{type(self).__name__} must implement dense()")
 
     # -- layout hooks ---------------------------------------------------------------
     def to_state(self, x: torch.Tensor) -> torch.Tensor:
@@ -143,8 +176,12 @@ class Recurrence(nn.Module):
         return p
 
     def stepper(self) -> Step:
-        """Return ``step(h, u)`` = u + h·W in gate layout; call once per sequence."""
-        raise NotImplementedError  # every registered structure overrides this
+        """Return ``step(h, u)`` = u + h·W in gate layout; call once per sequence.
+
+        Default: the dense matrix, formed once per sequence (gradients reach the
+        parameters through ``dense()``). Fast structures override this.
+        """
+        return _dense_stepper(self.dense())
 
     def fused_plan(self):
         """What the fused whole-sequence kernels need, or None to stay eager.

@@ -9,12 +9,11 @@ from torch import nn
 
 from connbench.nn.kernels.fused import MatrixPlan
 from connbench.nn.structures.base import (
-    _INIT,
-    REGISTRY,
-    Recurrence,
     SpecError,
+    Structure,
     _per_gate_blocks,
     _uniform_,
+    register_structure,
 )
 from connbench.registry import Option
 
@@ -41,7 +40,7 @@ def permute_contiguous(x: torch.Tensor, dims: tuple[int, ...]) -> torch.Tensor:
     return _PermuteContiguous.apply(x, dims)
 
 
-class BlockLayout(Recurrence):
+class BlockLayout(Structure):
     """State kept as (G, B, H/G) so every block product is one contiguous ``bmm``."""
 
     layout_groups = 1
@@ -73,8 +72,9 @@ def _check_groups(name: str, hidden: int, groups: int) -> None:
 _GROUPS = Option("groups", int, 4, "number of independent blocks (must divide H)")
 
 
-@REGISTRY.register("block", "block-diagonal: G independent blocks of size H/G", [_GROUPS, _INIT])
-class BlockRecurrence(BlockLayout):
+@register_structure("block", "block-diagonal: G independent blocks of size H/G", [_GROUPS],
+                    example="block:groups=16", size=64, color="#009E73", marker="D")
+class BlockStructure(BlockLayout):
     """Block-diagonal W (independent groups, 1905.12340; G-LSTM)."""
 
     name = "block"
@@ -99,6 +99,10 @@ class BlockRecurrence(BlockLayout):
     def dense(self):
         return self.block_dense()
 
+    @property
+    def effective_params(self):
+        return self.gates * self.hidden * (self.hidden // self.groups)
+
     def mask(self):
         n = self.hidden // self.groups
         one = torch.block_diag(*[torch.ones(n, n, dtype=torch.bool)] * self.groups)
@@ -117,11 +121,12 @@ class BlockRecurrence(BlockLayout):
         return step
 
 
-@REGISTRY.register(
+@register_structure(
     "block_shuffle", "G blocks, then a fixed channel shuffle that mixes groups over time",
-    [_GROUPS, _INIT],
+    [_GROUPS], example="block_shuffle:groups=16", size=64, color="#56B4E9",
+    marker="P",
 )
-class BlockShuffleRecurrence(BlockRecurrence):
+class BlockShuffleStructure(BlockStructure):
     """Blocks followed by ShuffleNet's channel shuffle of each gate's outputs.
 
     Output channel k takes block output g·n + i where k = i·G + g, so after one step

@@ -9,12 +9,11 @@ from torch import nn
 
 from connbench.nn.kernels.fused import MatrixPlan
 from connbench.nn.structures.base import (
-    _INIT,
-    REGISTRY,
     SpecError,
     _dense_plan,
     _dense_stepper,
     _per_gate_blocks,
+    register_structure,
 )
 from connbench.nn.structures.block import BlockLayout, permute_contiguous
 
@@ -31,11 +30,11 @@ def _apply_stage(x: torch.Tensor, params: torch.Tensor, s: int) -> torch.Tensor:
     return torch.einsum("...qtr,...qrtu->...qur", xs, m).flatten(-3)
 
 
-@REGISTRY.register(
+@register_structure(
     "butterfly", "log2(H) stages of learned 2×2 mixes in Walsh–Hadamard order (H = 2^k)",
-    [_INIT],
+    color="#E69F00", marker="*",
 )
-class ButterflyRecurrence(BlockLayout):
+class ButterflyStructure(BlockLayout):
     """Stage s mixes units i and i + 2^s with a learned 2×2 per pair, s = 0 … log2 H − 1.
 
     After log2 H stages every unit reaches every other. The fast path uses the exact
@@ -106,6 +105,10 @@ class ButterflyRecurrence(BlockLayout):
 
     def mask(self):
         return torch.ones(self.hidden, self.gates * self.hidden, dtype=torch.bool)
+
+    @property
+    def effective_params(self):
+        return self.gates * self.hidden * self.hidden
 
     def flops(self, batch):
         if not self.factored:

@@ -8,11 +8,12 @@ import torch
 from torch import nn
 
 from connbench.nn.kernels.fused import ElementwisePlan
-from connbench.nn.structures.base import _INIT, REGISTRY, Recurrence, _dense_plan, _uniform_
+from connbench.nn.structures.base import Structure, _dense_plan, _uniform_, register_structure
 
 
-@REGISTRY.register("full", "dense H×H recurrent matrix (the usual RNN)", [_INIT])
-class FullRecurrence(Recurrence):
+@register_structure("full", "dense H×H recurrent matrix (the usual RNN)",
+                    color="#000000", marker="o")
+class FullStructure(Structure):
     """Dense W, stored (out, in) like torch (10–20 % faster addmm, PERF_NOTES 8)."""
 
     name = "full"
@@ -29,6 +30,10 @@ class FullRecurrence(Recurrence):
     def mask(self):
         return torch.ones(self.hidden, self.gates * self.hidden, dtype=torch.bool)
 
+    @property
+    def effective_params(self):
+        return self.gates * self.hidden * self.hidden
+
     def fused_plan(self):
         return _dense_plan(self.weight)
 
@@ -41,8 +46,9 @@ class FullRecurrence(Recurrence):
         return step
 
 
-@REGISTRY.register("none", "no recurrence (W = 0): what memory is worth", [_INIT])
-class NoRecurrence(Recurrence):
+@register_structure("none", "no recurrence (W = 0): what memory is worth",
+                    color="#999999", marker="X")
+class NoneStructure(Structure):
     name = "none"
 
     def __init__(self, hidden, gates=1, init="default"):
@@ -55,6 +61,10 @@ class NoRecurrence(Recurrence):
 
     def mask(self):
         return torch.zeros(self.hidden, self.gates * self.hidden, dtype=torch.bool)
+
+    @property
+    def effective_params(self):
+        return 0
 
     def flops(self, batch):
         return 0.0

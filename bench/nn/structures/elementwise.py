@@ -10,18 +10,18 @@ from torch import nn
 
 from connbench.nn.kernels.fused import ElementwisePlan
 from connbench.nn.structures.base import (
-    _INIT,
-    REGISTRY,
-    Recurrence,
     SpecError,
+    Structure,
     _per_gate_blocks,
     _uniform_,
+    register_structure,
 )
 from connbench.registry import Option
 
 
-@REGISTRY.register("diagonal", "each unit sees only itself (IndRNN)", [_INIT])
-class DiagonalRecurrence(Recurrence):
+@register_structure("diagonal", "each unit sees only itself (IndRNN)",
+                    color="#D55E00", marker="s")
+class DiagonalStructure(Structure):
     """W = diag(d) per gate. Default init uniform ±1 (fan_in 1)."""
 
     name = "diagonal"
@@ -36,6 +36,10 @@ class DiagonalRecurrence(Recurrence):
 
     def mask(self):
         return _per_gate_blocks([torch.eye(self.hidden, dtype=torch.bool)] * self.gates)
+
+    @property
+    def effective_params(self):
+        return self.gates * self.hidden
 
     def fused_plan(self):
         return ElementwisePlan(self.weight.unsqueeze(0), (0,), False)
@@ -59,7 +63,7 @@ class DiagonalRecurrence(Recurrence):
         return step
 
 
-class ShiftedProducts(Recurrence):
+class ShiftedProducts(Structure):
     """W[j+o, j] = w[o, j] for a fixed set of offsets o (a band, or Jordan's diagonals).
 
     The step is a sum of shifted products over a zero-padded copy of h: one pad and
@@ -159,16 +163,16 @@ class ShiftedProducts(Recurrence):
         return step
 
 
-@REGISTRY.register(
+@register_structure(
     "banded",
     "units see neighbours within a band |i−j| ≤ width//2",
     [
         Option("width", int, 3, "band width (odd)"),
         Option("cyclic", bool, False, "wrap the band around the ends"),
-        _INIT,
     ],
+    example="banded:width=3", color="#0072B2", marker="^",
 )
-class BandedRecurrence(ShiftedProducts):
+class BandedStructure(ShiftedProducts):
     """Band of odd ``width`` (Stack Exchange experiment 3 used width 3)."""
 
     name = "banded"
@@ -191,8 +195,9 @@ class BandedRecurrence(ShiftedProducts):
             )
 
 
-@REGISTRY.register("jordan", "diagonal + superdiagonal (Jordan canonical form)", [_INIT])
-class JordanRecurrence(ShiftedProducts):
+@register_structure("jordan", "diagonal + superdiagonal (Jordan canonical form)",
+                    color="#CC79A7", marker="v")
+class JordanStructure(ShiftedProducts):
     """W[i, i] and W[i, i+1]: 2H−1 weights per gate."""
 
     name = "jordan"

@@ -8,15 +8,16 @@ import torch
 from torch import nn
 
 from connbench.nn.kernels.fused import MatrixPlan
-from connbench.nn.structures.base import _INIT, REGISTRY, Recurrence, SpecError, _uniform_
+from connbench.nn.structures.base import SpecError, Structure, _uniform_, register_structure
 from connbench.registry import Option
 
 
-@REGISTRY.register(
+@register_structure(
     "lowrank", "W = U·V of rank r (a factorisation control)",
-    [Option("rank", int, 8, "rank r, in [1, H]"), _INIT],
+    [Option("rank", int, 8, "rank r, in [1, H]")],
+    example="lowrank:rank=16", color="#882255", marker="<",
 )
-class LowRankRecurrence(Recurrence):
+class LowRankStructure(Structure):
     """W = U (H, r) · V (r, gates·H).
 
     Init: U and V uniform with the bound that gives W the per-entry variance of
@@ -44,6 +45,10 @@ class LowRankRecurrence(Recurrence):
 
     def mask(self):
         return torch.ones(self.hidden, self.gates * self.hidden, dtype=torch.bool)
+
+    @property
+    def effective_params(self):
+        return self.gates * self.hidden * self.hidden
 
     def flops(self, batch):
         return 2.0 * batch * self.rank * (self.hidden + self.gates * self.hidden)

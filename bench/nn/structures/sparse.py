@@ -9,13 +9,12 @@ import torch
 from torch import nn
 
 from connbench.nn.structures.base import (
-    _INIT,
-    REGISTRY,
-    Recurrence,
     SpecError,
+    Structure,
     _dense_plan,
     _dense_stepper,
     _uniform_,
+    register_structure,
 )
 from connbench.registry import Option
 
@@ -50,9 +49,9 @@ class _CSRMatmul(torch.autograd.Function):
 
 
 class _CSRKernel:
-    """The per-sequence CSR tensors of a RandomRecurrence (W^T and W)."""
+    """The per-sequence CSR tensors of a RandomStructure (W^T and W)."""
 
-    def __init__(self, rec: RandomRecurrence):
+    def __init__(self, rec: RandomStructure):
         v = rec.weight.detach()
         size_t = (rec.gates * rec.hidden, rec.hidden)
         with warnings.catch_warnings():  # "sparse CSR support is in beta"
@@ -66,15 +65,15 @@ def _csr(crow, col, values, size):
     return torch.sparse_csr_tensor(crow, col, values, size, check_invariants=False)
 
 
-@REGISTRY.register(
+@register_structure(
     "random", "fixed random sparsity mask of the given density (seeded)",
     [
         Option("density", float, 0.1, "fraction of nonzero entries, in (0, 1]"),
         Option("seed", int, 0, "seed of the mask"),
-        _INIT,
     ],
+    example="random:density=0.1", color="#999933", marker="h",
 )
-class RandomRecurrence(Recurrence):
+class RandomStructure(Structure):
     """Unstructured sparse W with a fixed seeded mask; stores only the nonzeros.
 
     From H ≥ ``csr_min_hidden`` the step is a CSR kernel with a custom backward; below

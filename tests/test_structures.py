@@ -1,4 +1,8 @@
-"""Every structured fast path against its dense reference: values and gradients."""
+"""Every structured fast path against its dense reference: values and gradients.
+
+The specs come from the registry (each entry's example spec), plus variants of the
+shipped structures: a newly registered structure gets these tests with no edit here.
+"""
 
 import math
 
@@ -8,50 +12,120 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from connbench.nn import structures as C
+from connbench.nn.contract import check_structure, compare_with_dense
 from connbench.nn.structures.butterfly import _apply_stage as butterfly_apply_stage
 from connbench.registry import SpecError
 
-SPECS = [
-    "full", "none", "diagonal", "banded:width=3", "banded:width=5", "banded:width=3,cyclic=true",
-    "jordan", "block:groups=4", "block_shuffle:groups=4", "block_shuffle:groups=2",
-    "butterfly", "random:density=0.2,seed=1", "lowrank:rank=3",
-]
+ENTRIES = C.REGISTRY.entries()
+# Variants of shipped structures beyond their registered examples.
+VARIANTS = ["banded:width=5", "banded:width=3,cyclic=true", "block:groups=4",
+            "block_shuffle:groups=4", "block_shuffle:groups=2", "random:density=0.2,seed=1",
+            "lowrank:rank=3"]
+SPECS = [e.example for e in ENTRIES] + VARIANTS
 
 
 def _check_against_dense(rec, batch=5, tol=1e-10):
-    rec = rec.double()
-    h = torch.randn(batch, rec.hidden, dtype=torch.double, requires_grad=True)
-    params = [p for p in rec.parameters()]
-    y = rec(h)
-    assert y.shape == (batch, rec.gates * rec.hidden)
-    gy = torch.randn_like(y)
-    # reference: the dense matrix the structure acts as; its autograd restricts the
-    # gradient to the structure's own parameters
-    y_ref = h @ rec.dense()
-    torch.testing.assert_close(y, y_ref, atol=tol, rtol=0)
-    if not params and not y.requires_grad:  # `none`: no weights, no dependence on h
-        assert torch.count_nonzero(y) == 0
-        return
-    g = torch.autograd.grad(y, [h, *params], gy, allow_unused=True)
-    g_ref = torch.autograd.grad(y_ref, [h, *params], gy, allow_unused=True)
-    for a, b in zip(g, g_ref, strict=True):
-        a = torch.zeros(()) if a is None else a
-        b = torch.zeros(()) if b is None else b
-        torch.testing.assert_close(a, b, atol=tol, rtol=0)
+    assert compare_with_dense(rec, batch, tol) == []
+
+
+def _sizes(spec):
+    """The contract size and its double and quadruple, where the spec is valid."""
+    base = C.REGISTRY.get(spec.split(":")[0]).size
+    out = []
+    for h in (base // 2, base, base * 4):
+        try:
+            C.check(spec, h)
+            out.append(h)
+        except SpecError:
+            pass
+    return out
+
+
+@pytest.mark.parametrize("entry", ENTRIES, ids=[e.name for e in ENTRIES])
+def test_registered_structure_keeps_the_contract(entry):
+    assert check_structure(entry.example, entry.size) == []
 
 
 @pytest.mark.parametrize("spec", SPECS)
-@pytest.mark.parametrize("hidden", [8, 16, 64])
 @pytest.mark.parametrize("gates", [1, 3, 4])
-def test_fast_path_matches_dense(spec, hidden, gates):
-    torch.manual_seed(hidden * 10 + gates)
-    _check_against_dense(C.make(spec, hidden, gates=gates))
+def test_fast_path_matches_dense(spec, gates):
+    sizes = _sizes(spec)
+    assert sizes, f"{spec} is valid at no size around its registered size"
+    for hidden in sizes:
+        torch.manual_seed(hidden * 10 + gates)
+        _check_against_dense(C.make(spec, hidden, gates=gates))
+
+
+def test_shipped_structures_are_registered():
+    assert {"full", "none", "diagonal", "banded", "jordan", "block", "block_shuffle",
+            "butterfly", "random", "lowrank"} <= set(C.names())
+
+
+def test_contract_names_what_differs():
+    class Wrong(C.Structure):  # forward says diagonal, dense() says identity + weight
+        def __init__(self, hidden, gates=1, **options):
+            super().__init__(hidden, gates, **options)
+            self.weight = torch.nn.Parameter(torch.ones(hidden))
+
+        def dense(self):
+            return torch.diag(self.weight).repeat(1, self.gates)
+
+        def stepper(self):
+            w = self.weight.repeat(self.gates)
+
+            def step(h, u):
+                y = 2 * h.repeat(1, self.gates) * w
+                return y if u is None else u + y
+
+            return step
+
+    entry = C.register_structure("wrong_for_test", "test only")(Wrong)
+    try:
+        problems = check_structure("wrong_for_test", 8, cells=["rnn_tanh"])
+    finally:
+        C.REGISTRY._entries.pop("wrong_for_test")
+    assert entry is Wrong
+    assert any("forward differs from h @ dense()" in p for p in problems), problems
+    assert any("gradient of weight differs" in p for p in problems), problems
+
+
+def test_dense_only_structure_gets_every_default():
+    class Ring(C.Structure):  # each unit sees its left neighbour: only __init__ and dense()
+        def __init__(self, hidden, gates=1, **options):
+            super().__init__(hidden, gates, **options)
+            self.weight = torch.nn.Parameter(torch.randn(gates, hidden))
+
+        def dense(self):
+            eye = torch.eye(self.hidden).roll(1, dims=1)
+            return torch.cat([eye * w for w in self.weight], dim=1)
+
+    C.register_structure("ring_for_test", "test only")(Ring)
+    try:
+        rec = C.make("ring_for_test", 8, gates=2)
+        assert rec.spec == "ring_for_test:init=default"
+        assert rec.stored_params == 16 and rec.effective_params == 16
+        assert rec.flops(3) == 2 * 3 * 16
+        assert check_structure("ring_for_test", 8) == []
+    finally:
+        C.REGISTRY._entries.pop("ring_for_test")
+
+
+@pytest.mark.parametrize("spec", ["full", "none", "diagonal", "banded:width=5", "jordan",
+                                  "block:groups=8", "butterfly", "lowrank:rank=4"])
+def test_counting_is_analytic(spec, monkeypatch):
+    # counting a structure never builds its dense matrix (think H = 10^6)
+    rec = C.make(spec, 64)
+    expected = int(torch.count_nonzero(rec.mask()))
+    monkeypatch.setattr(type(rec), "dense", lambda self: pytest.fail("dense() was built"))
+    monkeypatch.setattr(type(rec), "mask", lambda self: pytest.fail("mask() was built"))
+    assert rec.effective_params == expected
+    rec.flops(2)
 
 
 @pytest.mark.parametrize("gates", [1, 4])
 def test_butterfly_factored_path_matches_dense(monkeypatch, gates):
     # the two-bmm (Monarch) path, forced at small sizes; H=2 and 8 have odd/even stages
-    monkeypatch.setattr(C.ButterflyRecurrence, "factored_min_hidden", 1)
+    monkeypatch.setattr(C.ButterflyStructure, "factored_min_hidden", 1)
     for hidden in (2, 8, 16, 64):
         torch.manual_seed(hidden)
         rec = C.make("butterfly", hidden, gates=gates)
@@ -62,7 +136,7 @@ def test_butterfly_factored_path_matches_dense(monkeypatch, gates):
 @pytest.mark.parametrize("gates", [1, 4])
 def test_random_csr_kernel_matches_dense(monkeypatch, gates):
     # the CSR kernel with the hand-written backward, forced at a small size
-    monkeypatch.setattr(C.RandomRecurrence, "csr_min_hidden", 1)
+    monkeypatch.setattr(C.RandomStructure, "csr_min_hidden", 1)
     torch.manual_seed(0)
     _check_against_dense(C.make("random:density=0.15,seed=4", 32, gates=gates))
 
@@ -187,8 +261,6 @@ def test_validation_errors(spec, hidden, needle):
 
 
 def test_public_api():
-    assert C.names() == ["full", "none", "diagonal", "banded", "jordan", "block",
-                         "block_shuffle", "butterfly", "random", "lowrank"]
     rec = C.make("banded", 32, width=5)
     assert rec.spec == "banded:cyclic=false,init=default,width=5"
     assert C.canonical("block:groups=8") == "block:groups=8,init=default"
