@@ -214,3 +214,19 @@ def test_cuda_keeps_the_eager_path():
     layer = cells.make("lstm", 2, 8, "diagonal").cuda()
     out, _ = layer(torch.randn(3, 2, 2, device="cuda", requires_grad=True))
     assert not ran_kernel(out)
+
+
+@pytest.mark.parametrize("spec,asked,ran", [
+    ("diagonal", None, "fused"), ("diagonal", "eager", "eager"),
+    ("block_shuffle:groups=2", "fused", "eager"),  # no fused plan: rows must say eager
+])
+def test_rows_record_the_implementation_that_ran(spec, asked, ran):
+    from connbench.measure.rows import accounting
+
+    model = SequenceModel(2, 8, 1, "rnn_tanh", spec, implementation=asked)
+    assert accounting(model, 4)["implementation"] == ran
+
+
+def test_model_rejects_an_unknown_implementation():
+    with pytest.raises(ValueError, match="implementation='compiled'.*fused.*eager"):
+        SequenceModel(2, 8, 1, implementation="compiled")
