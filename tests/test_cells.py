@@ -102,26 +102,3 @@ def test_gates_registry():
     assert cells.CELLS.names() == ["rnn_tanh", "rnn_relu", "rnn_sigmoid", "gru", "lstm"]
     assert cells.GATES == {"rnn_tanh": 1, "rnn_relu": 1, "rnn_sigmoid": 1, "gru": 3, "lstm": 4}
     assert cells.make("lstm", 2, 8, "diagonal").rec.gates == 4
-
-
-@pytest.mark.parametrize("spec", ["diagonal", "banded:width=3", "banded:width=7", "jordan"])
-@pytest.mark.parametrize("cell", ["rnn_tanh", "rnn_relu", "rnn_sigmoid"])
-@pytest.mark.parametrize("hidden,dtype,tol", [(16, torch.double, 1e-12),
-                                              (1024, torch.float, 1e-5)])
-def test_fused_elementwise_loop_equals_autograd_loop(spec, cell, hidden, dtype, tol):
-    torch.manual_seed(2)
-    layer = cells.make(cell, 3, hidden, spec).to(dtype)
-    assert layer.fused
-    x = torch.randn(6, 32, 3, dtype=dtype, requires_grad=True)
-    params = [x, *layer.parameters()]
-    out, last = layer(x)
-    assert out.grad_fn is not None and "Fused" in type(out.grad_fn).__name__
-    g = torch.randn_like(out)
-    grads = torch.autograd.grad(out, params, g)
-    layer.fused = False
-    out_ref, last_ref = layer(x)
-    grads_ref = torch.autograd.grad(out_ref, params, g)
-    torch.testing.assert_close(out, out_ref, atol=tol, rtol=0)
-    torch.testing.assert_close(last, last_ref, atol=tol, rtol=0)
-    for a, b in zip(grads, grads_ref, strict=True):
-        torch.testing.assert_close(a, b, atol=tol * 10, rtol=tol)

@@ -21,11 +21,16 @@ def test_list_shows_ten_structures_and_five_cells(capsys):
 
 def test_kernels_json(capsys):
     rc = main(["kernels", "--hidden", "16", "--batch", "2", "--steps", "3", "--threads", "1",
-               "--min-run-time", "0.01", "--structure", "diagonal", "--json"])
+               "--min-run-time", "0.01", "--rounds", "2", "--structure", "diagonal",
+               "--impl", "fused,eager", "--json"])
     assert rc == 0
     rows = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    assert {(r["structure"], r["pass"]) for r in rows} == {
-        (c, p) for c in ("torch.nn.RNN", "full", "diagonal") for p in ("fwd", "fwd+bwd")}
+    assert {(r["structure"], r["implementation"], r["pass"]) for r in rows} == {
+        *((c, i, p) for c in ("full", "diagonal") for i in ("fused", "eager")
+          for p in ("fwd", "fwd+bwd")),
+        ("torch.nn.RNN", "torch", "fwd"), ("torch.nn.RNN", "torch", "fwd+bwd"),
+        ("floor", "-", "fwd"),  # the memory-traffic floor beside diagonal
+    }
     for r in rows:
         assert set(r) >= {"structure", "pass", "us_per_step", "speedup_vs_full"}
         assert r["us_per_step"] > 0

@@ -688,3 +688,24 @@ def test_iso_time_refuses_when_the_time_is_all_overhead():
     with pytest.raises(SpecError, match="step time is overhead"):
         sw.expand({"tasks": "copy:length=10", "structures": ["full", "diagonal"],
                    "hidden": "iso_time:64", "kinds": "train"}, name="x", resolver=resolver)
+
+
+def test_implementation_axis_defaults_to_fused_and_splits_ids(resolver):
+    base = {"task": "copy", "structure": "full", "hidden": 8, "kind": "speed"}
+    default = sw.expand(base, name="a", resolver=resolver).trials
+    assert [t.implementation for t in default] == ["fused"]
+    both = sw.expand({**base, "implementations": ["fused", "eager"]}, name="a",
+                     resolver=resolver).trials
+    assert sorted(t.implementation for t in both) == ["eager", "fused"]
+    assert len({t.trial_id for t in both}) == 2
+    assert default[0].trial_id in {t.trial_id for t in both}
+    assert both[0].row_fields()["implementation"] == both[0].implementation
+    assert sw.Trial.from_dict(both[1].to_dict()) == both[1]
+    with pytest.raises(SpecError, match="implementation 'fast'.*fused, eager"):
+        sw.expand({**base, "implementation": "fast"}, name="a", resolver=resolver)
+
+
+def test_implementation_names_match_the_kernels():
+    from connbench.nn.kernels.fused import IMPLEMENTATIONS
+
+    assert sw.IMPLEMENTATIONS == IMPLEMENTATIONS

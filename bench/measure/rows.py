@@ -52,6 +52,9 @@ def accounting(model, batch: int) -> dict[str, Any]:
         "effective_params": int(pc["recurrent_effective"]),
         "total_params": int(pc["total"]),
         "flops_per_step": float(model.flops_per_step(batch)),
+        # what ran, not what was asked: CUDA, a structure without a fused plan, or a
+        # machine without a compiler run eager even when the sweep says fused
+        "implementation": model.implementation_used(),
     }
 
 

@@ -30,6 +30,7 @@ def measure_train(trial: Trial, sweep: str | None = None, *,
         layers=trial.layers, steps=trial.option("steps"), lr=trial.option("lr"),
         batch=trial.batch, seed=trial.seed, preset=trial.option("preset"),
         device=trial.device, max_time_s=trial.option("max_time_s"),
+        implementation=trial.implementation,
     )
     batch = int(result.config.get("batch") or trial.batch or 1)
     pc = result.params
@@ -40,7 +41,7 @@ def measure_train(trial: Trial, sweep: str | None = None, *,
         stored_params=pc.get("recurrent_stored"), effective_params=pc.get("recurrent_effective"),
         total_params=pc.get("total"), flops_per_step=_float(result.flops_per_step),
         threads=threads, batch=batch, cell=result.cell, hidden=int(result.hidden),
-        layers=int(result.layers),
+        layers=int(result.layers), implementation=result.implementation,
         # the task the run actually used (a preset may change its options)
         seq_len=getattr(tasks.make(result.task), "seq_len", None),
     )

@@ -55,6 +55,7 @@ class TrainResult:
     config: dict[str, Any] = field(default_factory=dict)  # effective training settings
     flops_per_step: float = math.nan  # recurrent FLOPs per step of a training batch
     validation: dict[str, float] = field(default_factory=dict)  # last validation scores
+    implementation: str = "fused"  # what the model ran: fused kernels or the eager loop
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-safe dict: non-finite floats become None."""
@@ -122,6 +123,7 @@ def train(
     seed: int = 0,
     preset: str | None = None,
     device: str = "cpu",
+    implementation: str = "fused",
     progress: Callable[[int, int, float, dict], None] | None = None,
     max_time_s: float | None = None,
     optimizer: str | None = None,
@@ -184,6 +186,7 @@ def train(
     model = SequenceModel.for_task(
         task, hidden=model_cfg["hidden"], structure=conn_spec, cell=model_cfg["cell"],
         layers=model_cfg["layers"], bias=model_cfg["bias"], init=model_cfg["init"],
+        implementation=implementation,  # fused kernels by default: training is their main user
     ).to(device)
     # the structure as built: its spec then carries the init the model gave it
     built = model.recurrences()[0].spec if hasattr(model, "recurrences") else conn_spec
@@ -203,6 +206,7 @@ def train(
         wall_time_s=0.0,
         metrics={},
         chance=dict(task.chance),
+        implementation=model.implementation_used(),
         history=[],
         params=dict(model.param_counts()),
         flops_per_step=float(model.flops_per_step(defaults.batch)),

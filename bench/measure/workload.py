@@ -37,7 +37,8 @@ def build(trial: Trial) -> Workload:
     batch = int(trial.batch or task.defaults.batch)
     torch.manual_seed(trial.seed)
     model = SequenceModel.for_task(task, hidden=trial.hidden, structure=trial.structure_spec,
-                                   cell=trial.cell, layers=trial.layers)
+                                   cell=trial.cell, layers=trial.layers,
+                                   implementation=trial.implementation)
     model = model.to(device=trial.device, dtype=dtype)
     x, y = task.sample(batch, torch.Generator().manual_seed(trial.seed))
     if trial.seq_len and trial.seq_len != x.shape[1]:

@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from connbench.nn import structures
-from connbench.nn.kernels import elementwise as fused
+from connbench.nn.kernels import fused
 from connbench.nn.kernels.activations import tanh
 from connbench.registry import Registry
 
@@ -45,10 +45,14 @@ class Cell(nn.Module):
     """Base: input projection, structured recurrence, and a time loop."""
 
     gates = 1
+    family = "elman"  # which cell math the fused kernels run (connbench.nn.kernels.fused)
+    act_name = "tanh"
 
     def __init__(self, input_size: int, hidden: int, structure_spec: str = "full",
                  bias: bool = True, init: str = "default", vocab: bool = False):
         super().__init__()
+        # "fused", "eager", or None: follow connbench.nn.kernels.fused.implementation()
+        self.implementation: str | None = None
         self.input_size, self.hidden, self.vocab = input_size, hidden, vocab
         width = self.gates * hidden
         # the model-wide init only overrides the structure's own when it is set:
@@ -84,10 +88,21 @@ class Cell(nn.Module):
     def forward(self, x: torch.Tensor, return_sequence: bool = True):
         """x time-major. Returns (outputs (T, B, H) or None, last state (B, H))."""
         us = self.rec.to_gates(self.project(x))
+        plan = fused.plan_for(self)
+        if plan is not None:
+            hs = fused.run(self, plan, us, self.fused_bias(x.shape[1]))
+            if not return_sequence:
+                return None, self.rec.from_state(hs[-1])
+            seq = self.rec.from_state(hs)
+            return seq, seq[-1]
         h0 = self.rec.to_state(us.new_zeros(x.shape[1], self.hidden))
         outs, h = self.loop(us, h0, self.rec.stepper(), return_sequence)
         seq = self.rec.from_state(torch.stack(outs)) if return_sequence else None
         return seq, self.rec.from_state(h)
+
+    def fused_bias(self, batch: int) -> torch.Tensor | None:
+        """A bias the fused kernel applies inside the step (GRU's b_hn), state layout."""
+        return None
 
     def loop(self, us, h, step, keep):
         raise NotImplementedError  # every registered cell overrides this
@@ -96,16 +111,6 @@ class Cell(nn.Module):
 class ElmanCell(Cell):
     activation = staticmethod(tanh)
     act_name = "tanh"
-    fused = True  # use connbench.nn.kernels.elementwise for elementwise structures (tests switch it off)
-
-    def forward(self, x, return_sequence=True):
-        plan = fused.elementwise_table(self.rec) if self.fused else None
-        if plan is None:
-            return super().forward(x, return_sequence)
-        table, offsets, pads = plan
-        out = fused.FusedElementwiseElman.apply(self.project(x), table, offsets, pads,
-                                                self.act_name)
-        return (out if return_sequence else None), out[-1]
 
     def loop(self, us, h, step, keep):
         act = self.tanh if self.act_name == "tanh" else self.activation
@@ -138,12 +143,18 @@ class SigmoidCell(ElmanCell):
 @register_cell("gru", "gated recurrent unit (PyTorch's equations)")
 class GRUCell(Cell):
     gates = 3
+    family = "gru"
 
     def __init__(self, input_size, hidden, structure_spec="full", bias=True,
                  init="default", vocab=False):
         super().__init__(input_size, hidden, structure_spec, bias, init, vocab)
         bound = 1.0 if init == "uniform" else 1.0 / math.sqrt(hidden)
         self.bias_hn = nn.Parameter(torch.empty(hidden).uniform_(-bound, bound)) if bias else None
+
+    def fused_bias(self, batch):
+        if self.bias_hn is None:
+            return None
+        return self.rec.to_state(self.bias_hn.expand(batch, -1)).contiguous()
 
     def loop(self, us, h, step, keep):
         bhn = None if self.bias_hn is None else self.rec.to_state(self.bias_hn.view(1, -1))
@@ -163,6 +174,7 @@ class GRUCell(Cell):
 @register_cell("lstm", "long short-term memory (PyTorch's equations)")
 class LSTMCell(Cell):
     gates = 4
+    family = "lstm"
 
     def loop(self, us, h, step, keep):
         c = torch.zeros_like(h)

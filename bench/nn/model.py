@@ -6,6 +6,7 @@ import torch
 from torch import nn
 
 from connbench.nn import cells
+from connbench.nn.kernels import fused
 from connbench.registry import SpecError
 
 READOUTS = ("every_step", "last_step")
@@ -24,7 +25,7 @@ class SequenceModel(nn.Module):
     def __init__(self, input_size: int, hidden: int, output_size: int, cell: str = "rnn_tanh",
                  structure: str = "full", layers: int = 1, bidirectional: bool = False,
                  bias: bool = True, readout: str = "every_step", vocab: bool = False,
-                 init: str = "default"):
+                 init: str = "default", implementation: str | None = None):
         super().__init__()
         for name, value in (("input_size", input_size), ("hidden", hidden),
                             ("output_size", output_size), ("layers", layers)):
@@ -47,6 +48,8 @@ class SequenceModel(nn.Module):
             )
             for i in range(layers)
         )
+        if implementation is not None:
+            self.set_implementation(implementation)
         self.readout = nn.Linear(hidden * directions, output_size, bias=bias)
         if init == "uniform":
             with torch.no_grad():
@@ -64,6 +67,21 @@ class SequenceModel(nn.Module):
         """
         return cls(task.input_size, hidden, task.output_size, cell=cell, structure=structure,
                    layers=layers, readout=task.readout, vocab=task.vocab, **options)
+
+    def set_implementation(self, name: str | None) -> None:
+        """Run every layer ``fused`` (C++ kernels) or ``eager`` (the autograd loop); None
+        follows ``connbench.nn.kernels.fused.implementation()`` (default fused)."""
+        if name is not None:
+            fused.check_implementation(name)
+        for layer in self.layers:
+            for c in layer:
+                c.implementation = name
+
+    def implementation_used(self) -> str:
+        """What a forward runs now: ``fused`` when every layer has a fused plan here
+        (structure, device, compiler), else ``eager`` (results rows record this)."""
+        cells_ = [c for layer in self.layers for c in layer]
+        return "fused" if all(fused.plan_for(c) is not None for c in cells_) else "eager"
 
     def recurrences(self):
         """Every structured W_hh in the model (all layers and directions)."""

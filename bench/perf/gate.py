@@ -51,6 +51,16 @@ SLOW_ENV = "CONNBENCH_SLOW"
 DOCS = "docs/perf.md"
 
 
+EAGER = " (eager)"  # a subject/baseline spelled "diagonal (eager)" times the eager path
+
+
+def split_implementation(name: str) -> tuple[str, str]:
+    """("diagonal (eager)") → ("diagonal", "eager"); a plain spec runs fused."""
+    if name.endswith(EAGER):
+        return name[: -len(EAGER)], "eager"
+    return name, "fused"
+
+
 # -- configuration -------------------------------------------------------------------
 @dataclass(frozen=True)
 class Settings:
@@ -130,7 +140,7 @@ def load(path: str | os.PathLike = DEFAULT_THRESHOLDS) -> Gate:
         except (TypeError, ValueError) as e:
             raise SpecError(f"{where}: hidden must be an integer, typical and min numbers "
                             f"({e})") from None
-        for spec in (t.subject, t.baseline):
+        for spec in (split_implementation(t.subject)[0], split_implementation(t.baseline)[0]):
             if spec != TORCH_RNN:
                 try:
                     structures.check(spec, t.hidden)
@@ -217,8 +227,7 @@ def slowed(names: set[str]) -> Iterator[None]:
         layer = real(*args, **kwargs)
         if layer.rec.name in names:
             force_dense_every_step(layer.rec)
-            if hasattr(layer, "fused"):
-                layer.fused = False  # connbench.nn.kernels.elementwise bypasses the stepper entirely
+            layer.implementation = "eager"  # the fused kernels bypass the stepper entirely
         return layer
 
     cells.make = make  # connbench.perf.kernels builds its layers through cells.make
@@ -267,8 +276,10 @@ def _measure(gate: Gate, s: Settings, slow: set[str], rounds: int, start: float
     fns = {}
     with slowed(set(slow)):
         for lab in needed:
-            spec, hidden = lab.rsplit("@", 1)
-            fns[lab] = layer_callables(spec, int(hidden), s.batch, s.steps)[1]  # fwd+bwd
+            name, hidden = lab.rsplit("@", 1)
+            spec, impl = split_implementation(name)
+            fns[lab] = layer_callables(spec, int(hidden), s.batch, s.steps,
+                                       implementation=impl)[1]  # fwd+bwd
     timings = interleaved(fns, rounds=rounds, threads=s.threads, min_run_time=s.min_run_time)
     per_round = {}
     for t in gate.ratios:

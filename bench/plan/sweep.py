@@ -101,14 +101,19 @@ except ModuleNotFoundError:  # Python 3.10
 
 # Bump when the harness changes what a measurement means (model assembly, timing
 # method, training loop): old results then get new ids and are never mixed with new.
-HARNESS_VERSION = 3  # 3: final train metrics on a held-out test set (2: words; 1: first release)
+# 2: trial/kind/pass/structure words; 3: final train metrics on a held-out test set;
+# 4: implementation axis, fused kernels by default. Rows of older versions are not mixed in.
+HARNESS_VERSION = 4
 
 SWEEPS_DIR = Path(__file__).parent / "sweeps"
 
 KINDS = ("speed", "memory", "train")
 DTYPES = ("float32", "float64", "float16", "bfloat16")
 AXES = ("task", "structure", "cell", "hidden", "layers", "seq_len", "batch", "seed",
-        "device", "dtype")
+        "device", "dtype", "implementation")
+# fused C++ kernels or the eager autograd loop (connbench.nn.kernels.fused.IMPLEMENTATIONS;
+# spelled out here so that planning a sweep does not import torch)
+IMPLEMENTATIONS = ("fused", "eager")
 # Options per kind ([train], [speed], [memory]): name -> type. A list is an axis.
 KIND_OPTIONS: dict[str, dict[str, type]] = {
     "train": {"steps": int, "lr": float, "max_time_s": float, "preset": str},
@@ -120,12 +125,13 @@ NON_IDENTITY_OPTIONS = frozenset({"min_run_time", "warmup"})
 # Default values of the optional axes (None: the task's own value).
 AXIS_DEFAULTS: dict[str, list] = {
     "cell": ["rnn_tanh"], "layers": [1], "seq_len": [None], "batch": [None], "seed": [0],
-    "device": ["cpu"], "dtype": ["float32"],
+    "device": ["cpu"], "dtype": ["float32"], "implementation": ["fused"],
 }
 REQUIRED_AXES = ("task", "structure", "hidden")
 
 _PLURALS = {"tasks": "task", "structures": "structure", "cells": "cell",
-            "seeds": "seed", "devices": "device", "dtypes": "dtype", "kinds": "kind"}
+            "seeds": "seed", "devices": "device", "dtypes": "dtype", "kinds": "kind",
+            "implementations": "implementation"}
 # Names of the first release, still read so that older sweep files keep working.
 _OLD_NAMES = {"connectivity": "structure", "connectivities": "structure", "phase": "kind",
               "phases": "kind"}
@@ -167,6 +173,7 @@ class Trial:
     # mutated.
     options: dict[str, Any] = dataclasses.field(default_factory=dict, hash=False)
     versions: tuple[tuple[str, int], ...] = ()   # (structure, harness, task)
+    implementation: str = "fused"  # fused C++ kernels or the eager reference loop
     task: str = dataclasses.field(init=False)          # registry name, from task_spec
     structure: str = dataclasses.field(init=False)  # registry name
 
@@ -201,6 +208,7 @@ class Trial:
             "cell": self.cell, "hidden": self.hidden, "hidden_request": self.hidden_request,
             "layers": self.layers, "seq_len": self.seq_len, "batch": self.batch,
             "dtype": self.dtype, "device": self.device, "seed": self.seed,
+            "implementation": self.implementation,
         }
 
 
@@ -211,6 +219,7 @@ def trial_identity(cell: Trial) -> dict[str, Any]:
         "cell": cell.cell, "hidden": cell.hidden, "hidden_request": cell.hidden_request,
         "layers": cell.layers, "seq_len": cell.seq_len, "batch": cell.batch,
         "seed": cell.seed, "device": cell.device, "dtype": cell.dtype,
+        "implementation": cell.implementation,
         "options": {k: v for k, v in cell.options.items() if k not in NON_IDENTITY_OPTIONS},
         "versions": dict(cell.versions),
     }
@@ -718,6 +727,12 @@ class _Plan:
                 raise SpecError(f"{where}: device {v!r} is not allowed; use cpu, cuda, "
                                 "cuda:N or mps")
             return v
+        if axis == "implementation":
+            if v not in IMPLEMENTATIONS:
+                raise SpecError(f"{where}: implementation {v!r}"
+                                f"{did_you_mean(str(v), IMPLEMENTATIONS)} is not allowed; use "
+                                f"one of {', '.join(IMPLEMENTATIONS)}")
+            return v
         if axis == "dtype":
             if v not in DTYPES:
                 raise SpecError(f"{where}: dtype {v!r}{did_you_mean(str(v), DTYPES)} is not "
@@ -871,7 +886,7 @@ class _Plan:
         versions = _versions(self.r, task, conn)
         cell = Trial("", sweep, raw["kind"], task, conn, raw["cell"], hidden, str(request),
                     raw["layers"], seq_len, batch, raw["seed"], raw["device"], raw["dtype"],
-                    dict(raw["options"]), versions)
+                    dict(raw["options"]), versions, raw["implementation"])
         return dataclasses.replace(cell, trial_id=compute_cell_id(cell)), reason
 
 

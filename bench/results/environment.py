@@ -81,31 +81,6 @@ def load_average() -> float | None:
         return None
 
 
-def cpu_id() -> str:
-    """Family and model numbers ("f25m17"): VMs often hide the model from the name
-    ("AMD EPYC"), and these still tell CPU generations apart."""
-    info = _cpuinfo()
-    if "cpu family" in info and "model" in info:
-        return f"f{info['cpu family']}m{info['model']}"
-    return ""
-
-
-def machine() -> dict[str, Any]:
-    """Where timings come from, for the gate's and the benchmarks' headers and JSON."""
-    import torch
-
-    info: dict[str, Any] = {
-        "cpu": cpu_model(), "cpu_id": cpu_id(), "cores": os.cpu_count(),
-        "gpu": gpu_name("cuda") or None, "torch": torch.__version__,
-        "threads": torch.get_num_threads(), "python": platform.python_version(),
-    }
-    try:
-        info["loadavg"] = [round(x, 2) for x in os.getloadavg()]
-    except (OSError, AttributeError):
-        pass
-    return info
-
-
 def _git(*args: str) -> str | None:
     try:
         out = subprocess.run(["git", "-C", str(SOURCE_ROOT), *args], capture_output=True,

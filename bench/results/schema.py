@@ -40,6 +40,7 @@ COLUMNS: list[tuple[str, str, str]] = [
     ("batch", "Int64", "batch size"),
     ("dtype", "string", "float32 ..."),
     ("device", "string", "cpu or cuda"),
+    ("implementation", "string", "what ran: fused (C++ whole-sequence kernels) or eager"),
     ("threads", "Int64", "torch intra-op threads"),
     ("seed", "Int64", "seed"),
     ("kind", "string", "the kind of work: speed, memory or train"),

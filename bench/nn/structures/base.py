@@ -36,6 +36,7 @@ from collections.abc import Callable, Iterable
 import torch
 from torch import nn
 
+from connbench.nn.kernels.fused import MatrixPlan
 from connbench.registry import Option, Registry, SpecError, format_spec
 
 REGISTRY = Registry("structure")
@@ -173,6 +174,14 @@ class Structure(nn.Module):
         """
         return _dense_stepper(self.dense())
 
+    def fused_plan(self):
+        """What the fused whole-sequence kernels need, or None to stay eager.
+
+        An ``ElementwisePlan`` or a ``MatrixPlan`` (connbench.nn.kernels.fused); the
+        structure decides, the kernel module never inspects the class.
+        """
+        return None
+
     def forward(self, h: torch.Tensor) -> torch.Tensor:
         return self.from_gates(self.stepper()(self.to_state(h), None))
 
@@ -193,6 +202,12 @@ class DenseMask:
 
 def _per_gate_blocks(blocks: list[torch.Tensor]) -> torch.Tensor:
     return torch.cat(blocks, dim=1)
+
+
+def _dense_plan(wt: torch.Tensor) -> MatrixPlan:
+    """Plan for h·W with W given as Wᵀ (gates·H, H), the (out, in) storage."""
+    wt = wt.detach()
+    return MatrixPlan("dense", (wt.t(),), (wt.contiguous(),))
 
 
 def _dense_stepper(w: torch.Tensor) -> Step:

@@ -7,6 +7,7 @@ import math
 import torch
 from torch import nn
 
+from connbench.nn.kernels.fused import MatrixPlan
 from connbench.nn.structures.base import (
     SpecError,
     Structure,
@@ -105,6 +106,10 @@ class BlockStructure(BlockLayout):
         one = torch.block_diag(*[torch.ones(n, n, dtype=torch.bool)] * self.groups)
         return _per_gate_blocks([one] * self.gates)
 
+    def fused_plan(self):
+        w = self.weight.detach()
+        return MatrixPlan("block", (w,), (w.transpose(1, 2).contiguous(),))
+
     def stepper(self):
         w = self.weight
 
@@ -153,6 +158,9 @@ class BlockShuffleStructure(BlockStructure):
         base = super().mask()
         return torch.cat([base[:, g * H:(g + 1) * H][:, self.perm] for g in range(self.gates)],
                          dim=1)
+
+    def fused_plan(self):
+        return None  # the shuffle has no fused product yet: eager (docs/perf.md)
 
     def stepper(self):
         w, idx = self.weight, self.gather_index

@@ -7,9 +7,11 @@ import math
 import torch
 from torch import nn
 
+from connbench.nn.kernels.fused import MatrixPlan
 from connbench.nn.structures.base import (
     DenseMask,
     SpecError,
+    _dense_plan,
     _dense_stepper,
     _per_gate_blocks,
     register_structure,
@@ -122,6 +124,14 @@ class ButterflyStructure(DenseMask, BlockLayout):
         # r2[c, hi', hi·nl + lo] = strided block lo of gate c, entry (hi', hi)
         w2 = r2.unflatten(-1, (nh, nl)).permute(0, 3, 1, 2).reshape(G * nl, nh, nh)
         return w1.contiguous(), w2.contiguous()
+
+    def fused_plan(self):
+        with torch.no_grad():
+            if not self.factored:
+                return _dense_plan(self.dense().t())
+            w1, w2 = self.factors()
+        return MatrixPlan("monarch", (w1, w2),
+                          (w2.transpose(1, 2).contiguous(), w1.transpose(1, 2).contiguous()))
 
     def stepper(self):
         if not self.factored:

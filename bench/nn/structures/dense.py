@@ -7,7 +7,14 @@ import math
 import torch
 from torch import nn
 
-from connbench.nn.structures.base import DenseMask, Structure, _uniform_, register_structure
+from connbench.nn.kernels.fused import ElementwisePlan
+from connbench.nn.structures.base import (
+    DenseMask,
+    Structure,
+    _dense_plan,
+    _uniform_,
+    register_structure,
+)
 
 
 @register_structure("full", "dense H×H recurrent matrix (the usual RNN)",
@@ -24,6 +31,9 @@ class FullStructure(DenseMask, Structure):
 
     def dense(self):
         return self.weight.t()
+
+    def fused_plan(self):
+        return _dense_plan(self.weight)
 
     def stepper(self):
         wt = self.weight.t()
@@ -54,6 +64,10 @@ class NoneStructure(Structure):
 
     def flops(self, batch):
         return 0.0
+
+    def fused_plan(self):
+        # no shifted diagonals at all: the kernel runs the cell math on u alone
+        return ElementwisePlan(self.anchor.new_zeros(0, self.gates, self.hidden), (), False)
 
     def stepper(self):
         width = self.gates * self.hidden

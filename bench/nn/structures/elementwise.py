@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from connbench.nn.kernels.fused import ElementwisePlan
 from connbench.nn.structures.base import (
     SpecError,
     Structure,
@@ -37,6 +38,9 @@ class DiagonalStructure(Structure):
     @property
     def effective_params(self):
         return self.gates * self.hidden
+
+    def fused_plan(self):
+        return ElementwisePlan(self.weight.unsqueeze(0), (0,), False)
 
     def stepper(self):
         if self.gates == 1:
@@ -127,6 +131,10 @@ class ShiftedProducts(Structure):
         if self.pad_left or self.pad_right:
             return F.pad(h, (self.pad_left, self.pad_right))
         return h
+
+    def fused_plan(self):
+        # table() keeps the wrap-around entries of a non-cyclic band at zero
+        return ElementwisePlan(self.table(), tuple(self.offsets), self.cyclic)
 
     def stepper(self):
         table, H, G = self.table(), self.hidden, self.gates

@@ -7,6 +7,7 @@ import math
 import torch
 from torch import nn
 
+from connbench.nn.kernels.fused import MatrixPlan
 from connbench.nn.structures.base import (
     DenseMask,
     SpecError,
@@ -48,6 +49,10 @@ class LowRankStructure(DenseMask, Structure):
 
     def flops(self, batch):
         return 2.0 * batch * self.rank * (self.hidden + self.gates * self.hidden)
+
+    def fused_plan(self):
+        U, V = self.u.detach(), self.v.detach()
+        return MatrixPlan("lowrank", (U, V), (V.t().contiguous(), U.t().contiguous()))
 
     def stepper(self):
         U, V = self.u, self.v

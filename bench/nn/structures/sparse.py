@@ -11,6 +11,7 @@ from torch import nn
 from connbench.nn.structures.base import (
     SpecError,
     Structure,
+    _dense_plan,
     _dense_stepper,
     _uniform_,
     register_structure,
@@ -119,6 +120,12 @@ class RandomStructure(Structure):
         m = torch.zeros(self.gates * self.hidden, self.hidden, dtype=torch.bool)
         m[self.rows_t, self.cols_t] = True
         return m.t()
+
+    def fused_plan(self):
+        if self.hidden < self.csr_min_hidden:
+            with torch.no_grad():
+                return _dense_plan(self.dense().t())
+        return None  # no fused CSR product yet: eager CSR kernels (docs/perf.md)
 
     def stepper(self):
         if self.hidden < self.csr_min_hidden or self.weight.device.type != "cpu":

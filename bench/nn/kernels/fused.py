@@ -1,0 +1,169 @@
+"""Fused whole-sequence kernels: one C++ call per layer, direction and sequence.
+
+A structure says itself whether and how the fused path applies: ``fused_plan()``
+returns an ``ElementwisePlan`` (its W is a sum of shifted diagonals: none, diagonal,
+banded, jordan), a ``MatrixPlan`` (a product the C++ time loop calls through ATen:
+full, block, lowrank, butterfly) or None (eager only). This module never asks which
+class a structure is.
+
+Which path runs: ``implementation("eager")`` (a context manager) or a model's
+``implementation=`` argument; the default is ``fused``. The eager path (autograd
+through ``Recurrence.stepper``) is the reference the tests compare against, the path
+for CUDA tensors, and the fallback where the kernels cannot be compiled.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import torch
+
+from connbench.nn.kernels import build
+
+IMPLEMENTATIONS = ("fused", "eager")
+CELL_CODES = {"elman": 0, "gru": 1, "lstm": 2}  # connbench::Cell in cellmath.h
+ACT_CODES = {"tanh": 0, "relu": 1, "sigmoid": 2}  # connbench::Act
+
+_local = threading.local()
+
+
+def check_implementation(name: str) -> str:
+    if name not in IMPLEMENTATIONS:
+        raise ValueError(f"implementation={name!r} is not allowed; choose one of {IMPLEMENTATIONS}")
+    return name
+
+
+def current() -> str:
+    """The implementation layers use when they do not set one themselves."""
+    return getattr(_local, "name", "fused")
+
+
+@contextlib.contextmanager
+def implementation(name: str) -> Iterator[None]:
+    """Run layers with ``name`` ("fused" or "eager") inside the block (this thread)."""
+    previous = current()
+    _local.name = check_implementation(name)
+    try:
+        yield
+    finally:
+        _local.name = previous
+
+
+@dataclass(frozen=True)
+class ElementwisePlan:
+    """W[j + o_k, j] = table[k, gate, j]: rec_gate[j] = Σ_k h[j + o_k] · table[k, gate, j].
+
+    ``table`` is built from the parameters with autograd on, so its gradient reaches
+    them; entries whose row j + o_k falls outside [0, H) must be zero (non-cyclic).
+    """
+
+    table: torch.Tensor  # (K, gates, H)
+    offsets: tuple[int, ...]
+    cyclic: bool
+
+
+@dataclass(frozen=True)
+class MatrixPlan:
+    """Operands of one step's product h·W (``forward``) and of g·Wᵀ (``backward``).
+
+    ``kind`` names the product in matrix.cpp (dense, block, lowrank, monarch); the
+    operands are detached, formed once per sequence. Weight gradients come from one
+    batched call of the structure's own ``stepper()`` over all steps.
+    """
+
+    kind: str
+    forward: tuple[torch.Tensor, ...]
+    backward: tuple[torch.Tensor, ...]
+
+
+def plan_for(cell) -> ElementwisePlan | MatrixPlan | None:
+    """The fused plan for this cell's next forward, or None to run eager."""
+    name = cell.implementation or current()
+    if name == "eager" or cell.weight_ih.device.type != "cpu":
+        return None  # CUDA keeps the eager path (no GPU to verify a kernel on)
+    plan = cell.rec.fused_plan()
+    if plan is None or build.load() is None:
+        return None
+    return plan
+
+
+def run(cell, plan, us: torch.Tensor, bhn: torch.Tensor | None) -> torch.Tensor:
+    """All states (T, …state layout) of one sequence; ``us`` (T, …gate layout)."""
+    codes = (CELL_CODES[cell.family], ACT_CODES[cell.act_name])
+    us = us.contiguous()
+    if isinstance(plan, ElementwisePlan):
+        return _ElementwiseSequence.apply(us, plan.table, bhn, plan.offsets, plan.cyclic, *codes)
+    params = tuple(p for p in cell.rec.parameters())
+    return _MatrixSequence.apply(cell.rec, plan, us, bhn, *codes, *params)
+
+
+def _empty(like: torch.Tensor) -> torch.Tensor:
+    return like.new_empty(0)
+
+
+class _ElementwiseSequence(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, us, table, bhn, offsets, cyclic, cell, act):
+        ops = build.load()
+        b = _empty(us) if bhn is None else bhn.contiguous()
+        hs, saved, cs = ops.elementwise_forward(us, table.contiguous(), list(offsets), cyclic,
+                                                cell, act, b)
+        ctx.save_for_backward(hs, saved, cs, table, b)
+        ctx.meta = (list(offsets), cyclic, cell, act, bhn is not None)
+        return hs
+
+    @staticmethod
+    def backward(ctx, gout):
+        hs, saved, cs, table, b = ctx.saved_tensors
+        offsets, cyclic, cell, act, has_bhn = ctx.meta
+        dus, dtable, dbhn = build.load().elementwise_backward(
+            gout, hs, saved, cs, table.contiguous(), offsets, cyclic, cell, act, b)
+        return dus, dtable, (dbhn.view_as(b) if has_bhn else None), None, None, None, None
+
+
+class _MatrixSequence(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, rec, plan, us, bhn, cell, act, *params):
+        b = _empty(us) if bhn is None else bhn.contiguous()
+        hs, saved, cs = build.load().matrix_forward(us, plan.kind, list(plan.forward), cell, act, b)
+        ctx.save_for_backward(hs, saved, cs, b)
+        ctx.meta = (rec, plan, cell, act, bhn is not None)
+        return hs
+
+    @staticmethod
+    def backward(ctx, gout):
+        hs, saved, cs, b = ctx.saved_tensors
+        rec, plan, cell, act, has_bhn = ctx.meta
+        dus, drecs, dbhn = build.load().matrix_backward(
+            gout, hs, saved, cs, plan.kind, list(plan.backward), cell, act, b)
+        params = list(rec.parameters())
+        wanted = [p for p, need in zip(params, ctx.needs_input_grad[6:], strict=True) if need]
+        grads = dict(zip(map(id, wanted), weight_grads(rec, hs, drecs, wanted), strict=True))
+        return (None, None, dus, dbhn.view_as(b) if has_bhn else None, None, None,
+                *(grads.get(id(p)) for p in params))
+
+
+def weight_grads(rec, hs: torch.Tensor, drecs: torch.Tensor,
+                 params: list[torch.Tensor]) -> list[torch.Tensor | None]:
+    """Gradients of the structure's parameters: Σ_t over the products h_{t−1}·W.
+
+    One batched call of the structure's own (eager) step over all (T−1)·B rows, so the
+    reduction over time is one GEMM / bmm, and a structure's weight gradient is
+    right by construction as soon as its eager step is.
+    """
+    if not params:
+        return []
+    T = hs.shape[0]
+    if T == 1:  # h_{-1} = 0: W never acted on anything
+        return [torch.zeros_like(p) for p in params]
+    prev = rec.from_state(hs[:-1])  # (T-1, B, H)
+    g = rec.from_gates(drecs[1:])  # (T-1, B, gates·H)
+    prev = rec.to_state(prev.reshape(-1, prev.shape[-1]))
+    g = rec.to_gates(g.reshape(-1, g.shape[-1]))
+    with torch.enable_grad():
+        y = rec.stepper()(prev, None)
+        grads = torch.autograd.grad(y, params, g, allow_unused=True)
+    return [torch.zeros_like(p) if d is None else d for p, d in zip(params, grads, strict=True)]

@@ -1,0 +1,232 @@
+"""Fused C++ kernels against the eager reference: values and every gradient.
+
+Parametrised over the structure registry and the cell registry, so a new structure or
+cell is covered without editing this file. A structure whose ``fused_plan()`` is None
+runs eager on both sides; the test then checks that it really did.
+"""
+
+import warnings
+
+import pytest
+import torch
+
+from connbench.nn import cells, structures
+from connbench.nn.kernels import build, fused
+from connbench.nn.model import SequenceModel
+
+# every registered structure with its default options, plus the variants whose code
+# paths differ (cyclic wrap, wider bands, more gates per block)
+VARIANTS = {"banded": ["banded:width=5,cyclic=true", "banded:width=7"],
+            "block": ["block:groups=2"]}
+SPECS = [s for name in structures.names() for s in [name, *VARIANTS.get(name, [])]]
+CELLS = cells.CELLS.names()
+
+
+def grads_of(layer, x, implementation, seed=0):
+    layer.implementation = implementation
+    params = [x, *layer.parameters()]
+    out, last = layer(x)
+    g = torch.randn(out.shape, generator=torch.Generator().manual_seed(seed), dtype=out.dtype)
+    grads = torch.autograd.grad(out, params, g)
+    names = ["input", *(n for n, _ in layer.named_parameters())]
+    return out, last, dict(zip(names, grads, strict=True))
+
+
+def ran_kernel(out, depth=6):
+    """Whether a fused kernel's autograd node is among the last few that made ``out``
+    (layout conversions such as block's (G, B, n) → (B, H) sit after it)."""
+    frontier = [out.grad_fn]
+    for _ in range(depth):
+        if any(f is not None and "Sequence" in type(f).__name__ for f in frontier):
+            return True
+        frontier = [n for f in frontier if f is not None for n, _ in f.next_functions]
+    return False
+
+
+def assert_close_rel(a, b, rtol, what):
+    """|a − b| <= rtol · max|b| (relative to the tensor's scale, so sums over time of
+    large and small terms are judged alike)."""
+    a, b = a.detach(), b.detach()
+    scale = float(b.abs().max()) if b.numel() else 0.0
+    err = float((a - b).abs().max()) if b.numel() else 0.0
+    assert err <= rtol * max(scale, 1e-6), (
+        f"{what}: fused differs from eager by {err:.3g} (max |eager| {scale:.3g}); "
+        f"allowed {rtol:g} relative")
+
+
+def compare(cell, spec, hidden, T, B, dtype=torch.float32, rtol=1e-5, x_transform=None):
+    torch.manual_seed(1)
+    if not _buildable(spec, hidden):
+        pytest.skip(f"{spec} cannot be built at H={hidden}")
+    layer = cells.make(cell, 3, hidden, spec).to(dtype)
+    x = torch.randn(T, B, 3, dtype=dtype)
+    if x_transform is not None:
+        x = x_transform(x)
+    x.requires_grad_(True)
+    out, last, grads = grads_of(layer, x, "fused")
+    uses_kernel = ran_kernel(out)
+    assert uses_kernel == (layer.rec.fused_plan() is not None), (
+        f"{spec}/{cell}: fused_plan() is {layer.rec.fused_plan()!r} but the kernel "
+        f"{'ran' if uses_kernel else 'did not run'}")
+    out_ref, last_ref, grads_ref = grads_of(layer, x, "eager")
+    where = f"{cell} {spec} H={hidden} T={T} B={B} {dtype}"
+    assert_close_rel(out, out_ref, rtol, f"{where}: outputs")
+    assert_close_rel(last, last_ref, rtol, f"{where}: last state")
+    for name in grads_ref:
+        assert_close_rel(grads[name], grads_ref[name], rtol, f"{where}: grad of {name}")
+
+
+def _buildable(spec, hidden):
+    try:
+        structures.check(spec, hidden)
+    except structures.base.SpecError:
+        return False
+    return True
+
+
+@pytest.mark.parametrize("spec", SPECS)
+@pytest.mark.parametrize("cell", CELLS)
+def test_fused_equals_eager(cell, spec):
+    compare(cell, spec, hidden=8, T=6, B=5)
+
+
+@pytest.mark.parametrize("spec", SPECS)
+@pytest.mark.parametrize("cell", ["rnn_tanh", "lstm"])
+def test_fused_equals_eager_large_hidden(cell, spec):
+    # H=512: butterfly's two-factor Monarch product and random's CSR path switch on here
+    compare(cell, spec, hidden=512, T=4, B=3)
+
+
+@pytest.mark.parametrize("spec", ["full", "diagonal", "banded:width=3", "block:groups=3",
+                                  "lowrank:rank=2", "banded:width=3,cyclic=true"])
+@pytest.mark.parametrize("T,B,H", [(1, 1, 6), (7, 1, 9), (1, 3, 6)])
+def test_odd_sizes_single_step_single_row(spec, T, B, H):
+    for cell in ("rnn_tanh", "gru", "lstm"):
+        compare(cell, spec, hidden=H, T=T, B=B)
+
+
+@pytest.mark.parametrize("spec", ["full", "diagonal", "block:groups=2"])
+def test_non_contiguous_input(spec):
+    # (B, T, F) memory read time-major: every time slice is strided
+    compare("gru", spec, hidden=8, T=5, B=4,
+            x_transform=lambda x: x.transpose(0, 1).contiguous().transpose(0, 1))
+
+
+@pytest.mark.parametrize("spec", SPECS)
+@pytest.mark.parametrize("cell", CELLS)
+def test_gradcheck_float64(cell, spec):
+    if not _buildable(spec, 4):
+        pytest.skip(f"{spec} cannot be built at H=4")
+    torch.manual_seed(0)
+    layer = cells.make(cell, 2, 4, spec).double()
+    layer.implementation = "fused"
+    x = torch.randn(3, 2, 2, dtype=torch.double, requires_grad=True)
+    params = list(layer.parameters())
+
+    def run(x, *ps):
+        # gradcheck perturbs the tensors it is given in place: ps are the layer's own
+        return layer(x)[0]
+
+    assert torch.autograd.gradcheck(run, (x, *params), eps=1e-6, atol=1e-7)
+
+
+def test_fast_tanh_accuracy():
+    # the "none" structure makes h_t = tanh(u_t): the kernel's tanh, nothing else
+    layer = cells.make("rnn_tanh", 1, 1, "none", bias=False)
+    with torch.no_grad():
+        layer.weight_ih.fill_(1.0)
+    x = torch.linspace(-12, 12, 200001).view(-1, 1, 1)
+    with torch.no_grad():
+        out = layer(x)[0].double().flatten()
+    ref = torch.tanh(x.double().flatten())
+    rel = ((out - ref).abs() / ref.abs().clamp_min(1e-30)).max().item()
+    assert rel <= 1e-6, f"fp32 fast tanh: max relative error {rel:.3g}, allowed 1e-6"
+    with torch.no_grad():
+        out64 = layer.double()(x.double())[0].flatten()
+    err64 = (out64 - ref).abs().max().item()
+    assert err64 <= 1e-15, f"fp64 tanh: max error {err64:.3g}, allowed 1e-15"
+
+
+@pytest.mark.parametrize("cell", CELLS)
+@pytest.mark.parametrize("spec", ["diagonal", "block:groups=2", "full"])
+def test_model_layers_and_directions(cell, spec):
+    torch.manual_seed(0)
+    model = SequenceModel(3, 8, 2, cell, spec, layers=2, bidirectional=True)
+    x = torch.randn(4, 6, 3)
+    g = torch.randn(4, 6, 2)
+    results = {}
+    for impl in fused.IMPLEMENTATIONS:
+        with fused.implementation(impl):
+            model.zero_grad()
+            out = model(x)
+            out.backward(g)
+            results[impl] = (out.detach(), [p.grad.clone() for p in model.parameters()])
+    (o1, g1), (o2, g2) = results["fused"], results["eager"]
+    assert_close_rel(o1, o2, 1e-5, f"{cell} {spec} 2-layer bidirectional output")
+    for (n, _), a, b in zip(model.named_parameters(), g1, g2, strict=True):
+        assert_close_rel(a, b, 1e-5, f"{cell} {spec} 2-layer bidirectional grad of {n}")
+
+
+def test_implementation_switch():
+    layer = cells.make("rnn_tanh", 1, 4, "diagonal")
+    x = torch.randn(3, 2, 1, requires_grad=True)
+    with fused.implementation("eager"):
+        assert not ran_kernel(layer(x)[0])
+    assert fused.current() == "fused"
+    assert ran_kernel(layer(x)[0])
+    layer.implementation = "eager"  # the layer's own setting beats the global one
+    assert not ran_kernel(layer(x)[0])
+    with pytest.raises(ValueError, match="implementation='fast'.*fused.*eager"):
+        with fused.implementation("fast"):
+            pass
+
+
+def test_no_compiler_falls_back_to_eager_with_one_warning(monkeypatch):
+    saved = dict(build._state)
+
+    def broken(verbose):
+        raise RuntimeError("Error building extension: no compiler")
+
+    monkeypatch.setattr(build, "_build_and_load", broken)
+    build._state.clear()
+    try:
+        with pytest.warns(RuntimeWarning, match="fused kernels unavailable.*eager"):
+            assert build.load() is None
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # warned once, not on every layer call
+            layer = cells.make("rnn_tanh", 1, 4, "diagonal")
+            out, _ = layer(torch.randn(3, 2, 1, requires_grad=True))
+        assert not ran_kernel(out)
+    finally:
+        build._state.clear()
+        build._state.update(saved)
+
+
+def test_build_dir_is_keyed_by_torch_version_and_sources(monkeypatch, tmp_path):
+    monkeypatch.setenv("CONNBENCH_CACHE", str(tmp_path))
+    d = build.build_dir()
+    assert d.parent == tmp_path / "kernels"
+    assert d.name.startswith(torch.__version__) and d.name.endswith(build.source_hash())
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_keeps_the_eager_path():
+    layer = cells.make("lstm", 2, 8, "diagonal").cuda()
+    out, _ = layer(torch.randn(3, 2, 2, device="cuda", requires_grad=True))
+    assert not ran_kernel(out)
+
+
+@pytest.mark.parametrize("spec,asked,ran", [
+    ("diagonal", None, "fused"), ("diagonal", "eager", "eager"),
+    ("block_shuffle:groups=2", "fused", "eager"),  # no fused plan: rows must say eager
+])
+def test_rows_record_the_implementation_that_ran(spec, asked, ran):
+    from connbench.measure.rows import accounting
+
+    model = SequenceModel(2, 8, 1, "rnn_tanh", spec, implementation=asked)
+    assert accounting(model, 4)["implementation"] == ran
+
+
+def test_model_rejects_an_unknown_implementation():
+    with pytest.raises(ValueError, match="implementation='compiled'.*fused.*eager"):
+        SequenceModel(2, 8, 1, implementation="compiled")
