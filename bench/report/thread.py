@@ -13,9 +13,9 @@ import math
 import numpy as np
 import pandas as pd
 
+from connbench.registry import split_spec
 from connbench.report import data as D
 from connbench.report import verdicts as V
-from connbench.report.style import parse_spec
 
 # What the thread said, per structure family, and the rule that tests it.
 SAID = {
@@ -27,7 +27,7 @@ CONTEXT = ("full", "jordan", "none")  # shown for scale, no claim attached
 
 
 def _family(spec: str) -> str:
-    name, opts = parse_spec(spec)
+    name, opts = split_spec(spec)
     if name == "banded" and opts.get("width", "3") != "3":
         return "banded (other width)"
     return name
