@@ -63,8 +63,10 @@ def test_smoke_rows_match_schema(smoke, smoke_cells):
     assert set(df["pass"].dropna()) <= set(PASSES)
     assert (df["status"] == "ok").all(), df.loc[df["status"] != "ok", "error"].tolist()
     for col in ("stored_params", "effective_params", "total_params", "flops_per_step",
-                "torch_version", "host", "timestamp", "threads", "seq_len"):
+                "torch_version", "host", "timestamp", "threads", "seq_len", "implementation"):
         assert df[col].notna().all(), col
+    # every smoke structure has a fused plan, so every speed/memory/train row ran fused
+    assert set(df["implementation"]) == {"fused"}, set(df["implementation"])
     kinds = {c.kind for c in smoke_cells}
     if "speed" in kinds:
         speed = df[df["kind"] == "speed"]

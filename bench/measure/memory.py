@@ -96,6 +96,7 @@ def measure_memory(trial: Trial, sweep: str | None = None, *,
         res = _in_fresh_process(trial, threads)
     row = base_row(trial, sweep)
     row.update({k: res[k] for k in ACCOUNTING})
+    row["implementation"] = res.get("implementation", row["implementation"])  # what ran
     row.update(kind="memory", metric=MEMORY_METRIC, value=float(res["peak_bytes"]),
                seq_len=res["seq_len"], threads=res["threads"],
                wall_time_s=time.perf_counter() - t0)

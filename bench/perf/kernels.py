@@ -30,6 +30,11 @@ FLOOR = "floor"
 SPREAD_WARN = 0.20  # IQR / median above which a row is flagged
 
 
+def torch_name(cell: str) -> str:
+    """How the torch layer timed for ``cell`` is shown: torch.nn.RNN, .GRU or .LSTM."""
+    return {"lstm": "torch.nn.LSTM", "gru": "torch.nn.GRU"}.get(cell, TORCH_RNN)
+
+
 def torch_layer(cell: str, hidden: int) -> nn.Module:
     if cell == "lstm":
         return nn.LSTM(1, hidden)
@@ -106,7 +111,8 @@ def measure(specs: list[str], hidden: int, batch: int, steps: int, threads: int,
         full = timings.get(("full", impl, measured))
         ref = timings.get((TORCH_RNN, "torch", measured))
         rows.append({
-            "structure": spec, "implementation": impl, "pass": measured,
+            "structure": torch_name(cell) if spec == TORCH_RNN else spec,
+            "implementation": impl, "pass": measured,
             "us_per_step": t.median * 1e6, "iqr_us": t.iqr * 1e6,
             "speedup_vs_full": (full.median / t.median) if full else float("nan"),
             "speedup_vs_torch": (ref.median / t.median) if ref else float("nan"),
