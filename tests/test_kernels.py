@@ -54,12 +54,13 @@ def assert_close_rel(a, b, rtol, what):
         f"allowed {rtol:g} relative")
 
 
-def compare(cell, spec, hidden, T, B, dtype=torch.float32, rtol=1e-5, x_transform=None):
+def compare(cell, spec, hidden, T, B, dtype=torch.float32, rtol=1e-5, x_transform=None,
+            features=3):
     torch.manual_seed(1)
     if not _buildable(spec, hidden):
         pytest.skip(f"{spec} cannot be built at H={hidden}")
-    layer = cells.make(cell, 3, hidden, spec).to(dtype)
-    x = torch.randn(T, B, 3, dtype=dtype)
+    layer = cells.make(cell, features, hidden, spec).to(dtype)
+    x = torch.randn(T, B, features, dtype=dtype)
     if x_transform is not None:
         x = x_transform(x)
     x.requires_grad_(True)
@@ -91,10 +92,54 @@ def test_fused_equals_eager(cell, spec):
 
 
 @pytest.mark.parametrize("spec", SPECS)
+@pytest.mark.parametrize("cell", CELLS)
+def test_fused_equals_eager_wide_input(cell, spec):
+    # above PROJECT_IN_KERNEL features the input is projected by one matmul before the
+    # kernel (the path below it projects row by row inside the kernel)
+    compare(cell, spec, hidden=8, T=5, B=3, features=fused.PROJECT_IN_KERNEL + 1)
+
+
+@pytest.mark.parametrize("features,inside", [(1, True), (fused.PROJECT_IN_KERNEL, True),
+                                             (fused.PROJECT_IN_KERNEL + 1, False)])
+def test_which_inputs_the_kernel_projects(features, inside):
+    layer = cells.make("rnn_tanh", features, 8, "diagonal")
+    assert fused.projects_in_kernel(layer, layer.rec.fused_plan()) is inside
+    vocab = cells.make("rnn_tanh", features, 8, "diagonal", vocab=True)
+    assert not fused.projects_in_kernel(vocab, vocab.rec.fused_plan())  # a lookup, not a matmul
+    full = cells.make("rnn_tanh", features, 8, "full")
+    assert fused.projects_in_kernel(full, full.rec.fused_plan()) is inside
+    block = cells.make("rnn_tanh", features, 8, "block:groups=2")  # (G, B, n) layout
+    assert not fused.projects_in_kernel(block, block.rec.fused_plan())
+
+
+@pytest.mark.parametrize("spec", SPECS)
 @pytest.mark.parametrize("cell", ["rnn_tanh", "lstm"])
 def test_fused_equals_eager_large_hidden(cell, spec):
     # H=512: butterfly's two-factor Monarch product and random's CSR path switch on here
     compare(cell, spec, hidden=512, T=4, B=3)
+
+
+@pytest.mark.parametrize("spec", SPECS)
+@pytest.mark.parametrize("cell", CELLS)
+def test_inference_without_grad_equals_eager(cell, spec):
+    """Under no_grad, or with nothing requiring grad, the kernels keep no gates or cell
+    states for a backward (rolling buffers instead): same outputs as the eager loop."""
+    if not _buildable(spec, 8):
+        pytest.skip(f"{spec} cannot be built at H=8")
+    torch.manual_seed(2)
+    layer = cells.make(cell, 3, 8, spec)
+    x = torch.randn(7, 4, 3)
+    with torch.no_grad():
+        layer.implementation = "eager"
+        ref, ref_last = layer(x)
+        layer.implementation = "fused"
+        out, last = layer(x)
+    assert_close_rel(out, ref, 1e-5, f"{cell} {spec} no_grad: outputs")
+    assert_close_rel(last, ref_last, 1e-5, f"{cell} {spec} no_grad: last state")
+    layer.requires_grad_(False)  # grad mode on, but nothing to differentiate
+    frozen, _ = layer(x)
+    assert not frozen.requires_grad
+    assert_close_rel(frozen, ref, 1e-5, f"{cell} {spec} frozen: outputs")
 
 
 @pytest.mark.parametrize("spec", ["full", "diagonal", "banded:width=3", "block:groups=3",

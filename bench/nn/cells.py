@@ -87,14 +87,14 @@ class Cell(nn.Module):
 
     def forward(self, x: torch.Tensor, return_sequence: bool = True):
         """x time-major. Returns (outputs (T, B, H) or None, last state (B, H))."""
-        us = self.rec.to_gates(self.project(x))
         plan = fused.plan_for(self)
         if plan is not None:
-            hs = fused.run(self, plan, us, self.fused_bias(x.shape[1]))
+            hs = fused.run(self, plan, x, self.fused_bias(x.shape[1]))
             if not return_sequence:
                 return None, self.rec.from_state(hs[-1])
             seq = self.rec.from_state(hs)
             return seq, seq[-1]
+        us = self.rec.to_gates(self.project(x))
         h0 = self.rec.to_state(us.new_zeros(x.shape[1], self.hidden))
         outs, h = self.loop(us, h0, self.rec.stepper(), return_sequence)
         seq = self.rec.from_state(torch.stack(outs)) if return_sequence else None

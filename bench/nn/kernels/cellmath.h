@@ -9,6 +9,10 @@
 #include <cmath>
 #include <cstdint>
 
+// Forced inline: without it gcc (-fPIC) may call fast_tanh through the PLT from the
+// gate loops, which then stay scalar (measured: 15 % of a full LSTM step in the call).
+#define CB_INLINE inline __attribute__((always_inline))
+
 namespace connbench {
 
 enum Cell : int64_t { ELMAN = 0, GRU = 1, LSTM = 2 };
@@ -17,7 +21,7 @@ enum Act : int64_t { TANH = 0, RELU = 1, SIGMOID = 2 };
 // tanh as a [13/6] rational function on [-7.9, 7.9] (the approximation Eigen uses):
 // a few ulp in fp32 (tests check 1e-6 against torch.tanh), and it vectorises, where
 // std::tanh is a scalar libm call and torch.tanh costs ~2 ns/element on this build.
-inline float fast_tanh(float x) {
+CB_INLINE float fast_tanh(float x) {
   const float clamped = std::min(7.90531110763549805f, std::max(-7.90531110763549805f, x));
   const float x2 = clamped * clamped;
   float p = -2.76076847742355e-16f;
@@ -36,18 +40,18 @@ inline float fast_tanh(float x) {
   return std::abs(x) < 0.0004f ? x : p / q;
 }
 // fp64 is the gradcheck path: exactness matters there, not speed
-inline double fast_tanh(double x) { return std::tanh(x); }
+CB_INLINE double fast_tanh(double x) { return std::tanh(x); }
 
-template <class T> inline T sigm(T x) { return T(0.5) * fast_tanh(T(0.5) * x) + T(0.5); }
+template <class T> CB_INLINE T sigm(T x) { return T(0.5) * fast_tanh(T(0.5) * x) + T(0.5); }
 
-template <class T> inline T act_fwd(int64_t act, T x) {
+template <class T> CB_INLINE T act_fwd(int64_t act, T x) {
   if (act == TANH) return fast_tanh(x);
   if (act == SIGMOID) return sigm(x);
   return x > T(0) ? x : T(0);
 }
 
 // d act / d pre, written with the output y (what is saved)
-template <class T> inline T act_grad(int64_t act, T y) {
+template <class T> CB_INLINE T act_grad(int64_t act, T y) {
   if (act == TANH) return T(1) - y * y;
   if (act == SIGMOID) return y * (T(1) - y);
   return y > T(0) ? T(1) : T(0);
@@ -87,10 +91,15 @@ inline void gru_fwd(int64_t k, const T* __restrict u, const T* __restrict rec,
                     const T* __restrict bhn, const T* __restrict hp, T* __restrict s,
                     T* __restrict h) {
   T *r = s, *z = s + k, *n = s + 2 * k, *rn = s + 3 * k;
+  // the b_hn branch outside the loop, so that both loops vectorise
+  if (bhn) {
+    for (int64_t j = 0; j < k; ++j) rn[j] = rec[2 * k + j] + bhn[j];
+  } else {
+    for (int64_t j = 0; j < k; ++j) rn[j] = rec[2 * k + j];
+  }
   for (int64_t j = 0; j < k; ++j) {
     r[j] = sigm(u[j] + rec[j]);
     z[j] = sigm(u[k + j] + rec[k + j]);
-    rn[j] = rec[2 * k + j] + (bhn ? bhn[j] : T(0));
     n[j] = fast_tanh(u[2 * k + j] + r[j] * rn[j]);
     h[j] = n[j] + z[j] * (hp[j] - n[j]);
   }
@@ -117,8 +126,9 @@ inline void gru_bwd(int64_t k, const T* __restrict dh, const T* __restrict hp,
     drec[k + j] = dpz;
     drec[2 * k + j] = drn;
     carry[j] = dh[j] * z[j];
-    if (dbhn) dbhn[j] += drn;
   }
+  if (dbhn)
+    for (int64_t j = 0; j < k; ++j) dbhn[j] += drec[2 * k + j];
 }
 
 // ---------------------------------------------------------------- LSTM, gates (i, f, o, g)
@@ -181,6 +191,21 @@ inline void cell_bwd(int64_t cell, int64_t act, int64_t k, const T* dh, const T*
   else elman_bwd(act, k, dh, h, du);
   if (drec != du) std::copy(du, du + width, drec);
   std::fill(carry, carry + k, T(0));
+}
+
+// u = x·wx + bx for one row, when a kernel projects its input itself (few features):
+// I passes over an L1-resident row of gates·k, in place of a DRAM read of a
+// (T, B, gates·k) tensor that a separate matmul wrote
+template <class T>
+inline void project_row(int64_t I, int64_t GK, const T* __restrict x, const T* __restrict wx,
+                        const T* __restrict bx, T* __restrict u) {
+  if (bx) std::copy(bx, bx + GK, u);
+  else std::fill(u, u + GK, T(0));
+  for (int64_t i = 0; i < I; ++i) {
+    const T xi = x[i];
+    const T* w = wx + i * GK;
+    for (int64_t j = 0; j < GK; ++j) u[j] += xi * w[j];
+  }
 }
 
 // Saved floats per unit and step besides h: GRU (r, z, n, rn), LSTM (i, f, o, g, tanh c)

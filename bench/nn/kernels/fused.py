@@ -27,6 +27,13 @@ IMPLEMENTATIONS = ("fused", "eager")
 CELL_CODES = {"elman": 0, "gru": 1, "lstm": 2}  # connbench::Cell in cellmath.h
 ACT_CODES = {"tanh": 0, "relu": 1, "sigmoid": 2}  # connbench::Act
 
+# Up to this many input features the elementwise kernel projects each row itself
+# (u = x·W_ih + b, F passes over an L1-resident row) rather than reading a (T, B,
+# gates·H) tensor that a separate matmul wrote: at F = 1 and H = 2048 that tensor is
+# 26 MB written, read, and in the backward written and read twice more.
+PROJECT_IN_KERNEL = 16
+PLAIN_KINDS = ("dense", "lowrank")  # matrix plans whose state is plain (B, H) rows
+
 _local = threading.local()
 
 
@@ -90,14 +97,30 @@ def plan_for(cell) -> ElementwisePlan | MatrixPlan | None:
     return plan
 
 
-def run(cell, plan, us: torch.Tensor, bhn: torch.Tensor | None) -> torch.Tensor:
-    """All states (T, …state layout) of one sequence; ``us`` (T, …gate layout)."""
+def projects_in_kernel(cell, plan) -> bool:
+    """Whether the kernel projects the input itself (see ``PROJECT_IN_KERNEL``): few
+    features, no vocabulary, and a plain (B, gates·H) layout (elementwise, dense and
+    lowrank plans; block and monarch keep their own layouts)."""
+    plain = isinstance(plan, ElementwisePlan) or plan.kind in PLAIN_KINDS
+    return plain and not cell.vocab and cell.input_size <= PROJECT_IN_KERNEL
+
+
+def run(cell, plan, x: torch.Tensor, bhn: torch.Tensor | None) -> torch.Tensor:
+    """All states (T, …state layout) of one sequence for the input ``x`` (T, B, F)."""
     codes = (CELL_CODES[cell.family], ACT_CODES[cell.act_name])
-    us = us.contiguous()
-    if isinstance(plan, ElementwisePlan):
-        return _ElementwiseSequence.apply(us, plan.table, bhn, plan.offsets, plan.cyclic, *codes)
     params = tuple(p for p in cell.rec.parameters())
-    return _MatrixSequence.apply(cell.rec, plan, us, bhn, *codes, *params)
+    if projects_in_kernel(cell, plan):
+        inputs, weight, bias = x.contiguous(), cell.weight_ih, cell.bias_ih
+    else:
+        inputs, weight, bias = cell.rec.to_gates(cell.project(x)).contiguous(), None, None
+    # without a backward to come, the kernels keep no gates or cell states for it
+    need_grad = torch.is_grad_enabled() and any(
+        t is not None and t.requires_grad for t in (inputs, weight, bias, bhn, *params))
+    if isinstance(plan, ElementwisePlan):
+        return _ElementwiseSequence.apply(inputs, weight, bias, plan.table, bhn, plan.offsets,
+                                          plan.cyclic, need_grad, *codes)
+    return _MatrixSequence.apply(cell.rec, plan, inputs, weight, bias, bhn, need_grad, *codes,
+                                 *params)
 
 
 def _empty(like: torch.Tensor) -> torch.Tensor:
@@ -105,45 +128,73 @@ def _empty(like: torch.Tensor) -> torch.Tensor:
 
 
 class _ElementwiseSequence(torch.autograd.Function):
+    """``inputs`` is us (T, B, gates·H), or x (T, B, F) with ``weight`` (gates·H, F) and
+    ``bias``: then the kernel projects each row itself."""
+
     @staticmethod
-    def forward(ctx, us, table, bhn, offsets, cyclic, cell, act):
+    def forward(ctx, inputs, weight, bias, table, bhn, offsets, cyclic, need_grad, cell, act):
         ops = build.load()
-        b = _empty(us) if bhn is None else bhn.contiguous()
-        hs, saved, cs = ops.elementwise_forward(us, table.contiguous(), list(offsets), cyclic,
-                                                cell, act, b)
-        ctx.save_for_backward(hs, saved, cs, table, b)
-        ctx.meta = (list(offsets), cyclic, cell, act, bhn is not None)
+        b = _empty(inputs) if bhn is None else bhn.contiguous()
+        wx = _empty(inputs) if weight is None else weight.t().contiguous()
+        bx = _empty(inputs) if bias is None else bias.contiguous()
+        hs, cs = ops.elementwise_forward(inputs, table.contiguous(), list(offsets), cyclic, cell,
+                                         act, b, need_grad, wx, bx)
+        # gated cells: the backward recomputes the gates from the inputs instead of reading
+        # saved ones; a projecting kernel needs x for the projection's gradients
+        keep = cell != CELL_CODES["elman"] or weight is not None
+        ctx.save_for_backward(hs, inputs if keep else _empty(inputs), cs, table, b, wx, bx)
+        ctx.meta = (list(offsets), cyclic, cell, act, bhn is not None, weight is not None,
+                    bias is not None)
         return hs
 
     @staticmethod
     def backward(ctx, gout):
-        hs, saved, cs, table, b = ctx.saved_tensors
-        offsets, cyclic, cell, act, has_bhn = ctx.meta
-        dus, dtable, dbhn = build.load().elementwise_backward(
-            gout, hs, saved, cs, table.contiguous(), offsets, cyclic, cell, act, b)
-        return dus, dtable, (dbhn.view_as(b) if has_bhn else None), None, None, None, None
+        hs, inputs, cs, table, b, wx, bx = ctx.saved_tensors
+        offsets, cyclic, cell, act, has_bhn, projected, has_bias = ctx.meta
+        dinputs, dtable, dbhn, dwx, dbx = build.load().elementwise_backward(
+            gout, hs, inputs, cs, table.contiguous(), offsets, cyclic, cell, act, b, wx, bx)
+        return (dinputs, dwx.t() if projected else None,
+                dbx if projected and has_bias else None, dtable,
+                dbhn.view_as(b) if has_bhn else None, None, None, None, None, None)
 
 
 class _MatrixSequence(torch.autograd.Function):
+    """``inputs`` is us, or x (T, B, F) with ``weight`` and ``bias`` (see
+    ``_ElementwiseSequence``); the projection's gradients come from d us, as a linear
+    layer's do."""
+
     @staticmethod
-    def forward(ctx, rec, plan, us, bhn, cell, act, *params):
-        b = _empty(us) if bhn is None else bhn.contiguous()
-        hs, saved, cs = build.load().matrix_forward(us, plan.kind, list(plan.forward), cell, act, b)
-        ctx.save_for_backward(hs, saved, cs, b)
-        ctx.meta = (rec, plan, cell, act, bhn is not None)
+    def forward(ctx, rec, plan, inputs, weight, bias, bhn, need_grad, cell, act, *params):
+        b = _empty(inputs) if bhn is None else bhn.contiguous()
+        wx = _empty(inputs) if weight is None else weight.t().contiguous()
+        bx = _empty(inputs) if bias is None else bias.contiguous()
+        hs, saved, cs = build.load().matrix_forward(inputs, plan.kind, list(plan.forward), cell,
+                                                    act, b, need_grad, wx, bx)
+        x = inputs if weight is not None else _empty(inputs)
+        ctx.save_for_backward(hs, saved, cs, b, x, weight if weight is not None else x)
+        ctx.meta = (rec, plan, cell, act, bhn is not None, weight is not None,
+                    bias is not None)
         return hs
 
     @staticmethod
     def backward(ctx, gout):
-        hs, saved, cs, b = ctx.saved_tensors
-        rec, plan, cell, act, has_bhn = ctx.meta
+        hs, saved, cs, b, x, weight = ctx.saved_tensors
+        rec, plan, cell, act, has_bhn, projected, has_bias = ctx.meta
         dus, drecs, dbhn = build.load().matrix_backward(
             gout, hs, saved, cs, plan.kind, list(plan.backward), cell, act, b)
         params = list(rec.parameters())
-        wanted = [p for p, need in zip(params, ctx.needs_input_grad[6:], strict=True) if need]
+        wanted = [p for p, need in zip(params, ctx.needs_input_grad[9:], strict=True) if need]
         grads = dict(zip(map(id, wanted), weight_grads(rec, hs, drecs, wanted), strict=True))
-        return (None, None, dus, dbhn.view_as(b) if has_bhn else None, None, None,
-                *(grads.get(id(p)) for p in params))
+        dinputs = dweight = dbias = None
+        if projected:  # u = x·Wᵀ + b: as torch.nn.functional.linear's backward
+            flat = dus.reshape(-1, dus.shape[-1])
+            dinputs = dus.matmul(weight) if ctx.needs_input_grad[2] else None
+            dweight = flat.t().mm(x.reshape(-1, x.shape[-1])) if ctx.needs_input_grad[3] else None
+            dbias = flat.sum(0) if has_bias and ctx.needs_input_grad[4] else None
+        else:
+            dinputs = dus
+        return (None, None, dinputs, dweight, dbias, dbhn.view_as(b) if has_bhn else None,
+                None, None, None, *(grads.get(id(p)) for p in params))
 
 
 def weight_grads(rec, hs: torch.Tensor, drecs: torch.Tensor,
