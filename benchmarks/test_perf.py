@@ -6,7 +6,7 @@
 
 Times are per call (one sequence of STEPS steps); ``extra_info`` carries the sizes.
 Absolute times are compared only against a saved run with the same machine
-fingerprint; the CI signal is the ratio gate, ``python -m connbench.perf.gate``.
+fingerprint; the CI signal is the ratio gate, ``python -m connbench gate``.
 """
 
 from pathlib import Path

@@ -84,7 +84,7 @@ def main(args: argparse.Namespace) -> int:
     failed = any(r.failed for r in rows)
     if args.propose:
         new = proposal(gate, m, args.fraction)
-        header = (f"connbench timing-gate thresholds. Proposed by `python -m connbench.perf.gate "
+        header = (f"connbench timing-gate thresholds. Proposed by `python -m connbench gate "
                   f"--propose` on {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}\n"
                   f"({info['cpu']}, {info['cores']} cores, torch {info['torch']}) from "
                   f"{source}.\n"

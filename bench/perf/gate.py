@@ -1,4 +1,4 @@
-"""`python -m connbench.perf.gate`: the CI timing gate on speed *ratios* measured in one run.
+"""`python -m connbench gate`: the CI timing gate on speed *ratios* measured in one run.
 
 Absolute times on shared machines swing by 10–50 % (PERF_NOTES), and a saved run from
 another machine means nothing. So the gate times, in one process and in interleaved
@@ -109,7 +109,7 @@ def load(path: str | os.PathLike = DEFAULT_THRESHOLDS) -> Gate:
         data = tomllib.loads(path.read_text())
     except FileNotFoundError:
         raise SpecError(f"thresholds file {str(path)!r} does not exist; create one with "
-                        f"`python -m connbench.perf.gate --propose {path}`") from None
+                        f"`python -m connbench gate --propose {path}`") from None
     except tomllib.TOMLDecodeError as e:
         raise SpecError(f"thresholds file {str(path)!r} is not valid TOML: {e}") from None
     raw = data.get("gate", {})
