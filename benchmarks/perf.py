@@ -26,7 +26,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-DEFAULT_FAIL = 50  # per cent on the median; same-machine noise is 10–35 % (PERF_NOTES)
+DEFAULT_FAIL = 50  # per cent on the median; same-machine noise is 10–35 % (measured)
 
 
 def saved_runs(storage: Path) -> list[Path]:

@@ -115,7 +115,7 @@ class ElmanCell(Cell):
     def loop(self, us, h, step, keep):
         act = self.tanh if self.act_name == "tanh" else self.activation
         outs = []
-        for u in us.unbind(0):  # unbind, never us[t]: PERF_NOTES pitfall 1
+        for u in us.unbind(0):  # unbind, never us[t]: one indexing op less per step
             h = act(step(h, u))
             if keep:
                 outs.append(h)

@@ -1,6 +1,6 @@
 """`python -m connbench gate`: the CI timing gate on speed *ratios* measured in one run.
 
-Absolute times on shared machines swing by 10–50 % (PERF_NOTES), and a saved run from
+Absolute times on shared machines swing by 10–50 % (measured), and a saved run from
 another machine means nothing. So the gate times, in one process and in interleaved
 rounds, every structure's recurrent layer (Elman tanh, forward+backward, per step)
 next to ``full``, and ``full`` next to ``torch.nn.RNN``. A ratio is a speedup,

@@ -16,11 +16,11 @@ every stored weight uniform in [−1, 1) (Trask's binary-addition demo).
 
 Time-loop hooks: a cell keeps its state in the structure's preferred layout for the
 whole sequence (block-diagonal structures use (G, B, H/G), so that ``bmm`` gets
-contiguous operands; see PERF_NOTES pitfall 2). ``to_state``/``from_state`` convert
-(…, B, H) tensors, ``to_gates``/``from_gates`` convert (…, B, gates·H) tensors, and in
-every layout the gates are the chunks of the last dimension. ``stepper()`` is called
-once per sequence (it may precompute factors from the weights) and returns
-``step(h, u)`` = u + h·W in gate layout (u may be None).
+contiguous operands: a permuted operand makes bmm fall back to a matmul per entry).
+``to_state``/``from_state`` convert (…, B, H) tensors, ``to_gates``/``from_gates``
+convert (…, B, gates·H) tensors, and in every layout the gates are the chunks of the
+last dimension. ``stepper()`` is called once per sequence (it may precompute factors
+from the weights) and returns ``step(h, u)`` = u + h·W in gate layout (u may be None).
 
 The smallest structure (a plugin's, say) is ``__init__`` creating its parameters and
 ``dense()``: the forward pass, the stepper, the accounting and the mask all default to

@@ -23,7 +23,7 @@ class _PermuteContiguous(torch.autograd.Function):
 
     Plain autograd hands ``bmm``'s backward a permuted, non-contiguous gradient, and
     bmm then falls back to one small matmul per batch entry with a clone each
-    (PERF_NOTES pitfall 2; ~4x slower butterfly backward here).
+    (~4x slower butterfly backward here).
     """
 
     @staticmethod

@@ -39,7 +39,7 @@ class ButterflyStructure(DenseMask, BlockLayout):
     """Stage s mixes units i and i + 2^s with a learned 2×2 per pair, s = 0 … log2 H − 1.
 
     After log2 H stages every unit reaches every other. The fast path uses the exact
-    "Monarch" refactoring (PERF_NOTES pitfall 4): the low-bit stages multiply to a
+    "Monarch" refactoring: the low-bit stages multiply to a
     block-diagonal matrix with contiguous √H-sized blocks, the high-bit stages to one
     with strided blocks; both factors are formed once per sequence and each step is
     two ``bmm``s. ``dense()`` applies the stages literally to the identity.

@@ -20,7 +20,7 @@ from connbench.nn.structures.base import (
 @register_structure("full", "dense H×H recurrent matrix (the usual RNN)",
                     color="#000000", marker="o")
 class FullStructure(DenseMask, Structure):
-    """Dense W, stored (out, in) like torch (10–20 % faster addmm, PERF_NOTES 8)."""
+    """Dense W, stored (out, in) like torch (10–20 % faster addmm, measured)."""
 
     fast_tanh = False  # GEMM-bound: the plain torch.tanh is faster here
 

@@ -68,7 +68,7 @@ class ShiftedProducts(Structure):
     one addcmul per offset. Entries whose row j+o falls outside [0, H) do not exist
     (non-cyclic), and are not stored: the stored vector is scattered into a padded
     (offsets, gates, H) table once per sequence, so no wrap-around weight can get a
-    gradient (PERF_NOTES pitfall 7).
+    gradient.
     """
 
     def __init__(self, hidden, gates, init, offsets: tuple[int, ...], cyclic: bool):

@@ -22,7 +22,7 @@ from connbench.registry import Option
 class _CSRMatmul(torch.autograd.Function):
     """y = h·W for a fixed sparsity pattern, with a hand-written backward.
 
-    torch.sparse's own autograd backward is 2–4× slower than dense (PERF_NOTES 3);
+    torch.sparse's own autograd backward is 2–4× slower than dense (measured);
     here grad_h goes through the transposed CSR and grad of the stored values is a
     sampled dense-dense product (SDDMM) over the nonzeros only.
     """
