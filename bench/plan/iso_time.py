@@ -123,17 +123,6 @@ def iso_time_size(sizes, timer: StepTimer, reference: int, task: str, cell: str,
             f"iso_time:{reference}: {structure} at hidden={sizes[0]} already takes "
             f"{t(0) * 1e6:.3g} µs per step, no less than full's {target * 1e6:.3g} µs at "
             f"hidden={reference}; the step time is overhead here: use a larger reference")
-    lo, hi = 0, 1
-    while sizes.has(hi) and t(hi) < target:
-        lo, hi = hi, 2 * hi + 1
-    if not sizes.has(hi):
-        hi = len(sizes.sizes) - 1
-        if t(hi) < target:
-            return sizes[hi]  # as fast as it gets at the largest size searched
-    while hi - lo > 1:
-        mid = (lo + hi) // 2
-        if t(mid) < target:
-            lo = mid
-        else:
-            hi = mid
-    return sizes[lo] if target - t(lo) <= t(hi) - target else sizes[hi]
+    i = sizes.nearest(t, target)
+    # None: faster than full even at the largest size searched, which is as close as it gets
+    return sizes[len(sizes.sizes) - 1 if i is None else i]

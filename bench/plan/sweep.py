@@ -87,7 +87,7 @@ import itertools
 import json
 import math
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -958,6 +958,29 @@ class ValidSizes:
             raise IndexError(i)
         return self.sizes[i]
 
+    def nearest(self, value: Callable[[int], float], target: float) -> int | None:
+        """The index whose ``value(i)`` (growing with i) is closest to ``target``, ties to
+        the smaller; None when even the largest valid size stays below it.
+
+        Gallops up from the smallest size, so nothing much larger than the answer is
+        ever evaluated (a model may be built for real), then bisects; invariant:
+        value(lo) < target <= value(hi). Callers handle value(0) >= target first.
+        """
+        lo, hi = 0, 1
+        while self.has(hi) and value(hi) < target:
+            lo, hi = hi, 2 * hi + 1
+        if not self.has(hi):
+            hi = len(self.sizes) - 1
+            if value(hi) < target:
+                return None
+        while hi - lo > 1:
+            mid = (lo + hi) // 2
+            if value(mid) < target:
+                lo = mid
+            else:
+                hi = mid
+        return lo if target - value(lo) <= value(hi) - target else hi
+
 
 def valid_sizes(resolver: Resolver, structure: str, limit: int = MAX_HIDDEN) -> ValidSizes:
     """The (cached, lazy) valid sizes of a structure up to ``limit``."""
@@ -993,23 +1016,11 @@ def _iso_search(resolver: Resolver, budget: int, task: str, cell: str,
 
     if total(0) >= budget:
         return sizes[0]
-    # Gallop up from the smallest size, so no model much larger than the answer is
-    # ever built (a structure that cannot be built on the meta device is built for
-    # real), then bisect; invariant: total(lo) < budget <= total(hi).
-    lo, hi = 0, 1
-    while sizes.has(hi) and total(hi) < budget:
-        lo, hi = hi, 2 * hi + 1
-    if not sizes.has(hi):
-        hi = len(sizes.sizes) - 1
-        if total(hi) < budget:
-            raise SpecError(
-                f"iso_params:{budget} is out of reach for {structure} ({task}, {cell}, "
-                f"{layers} layer(s)): hidden={sizes[hi]} has only {total(hi)} parameters; "
-                f"sizes above {MAX_HIDDEN} are not searched")
-    while hi - lo > 1:
-        mid = (lo + hi) // 2
-        if total(mid) < budget:
-            lo = mid
-        else:
-            hi = mid
-    return sizes[lo] if budget - total(lo) <= total(hi) - budget else sizes[hi]
+    i = sizes.nearest(total, budget)
+    if i is None:
+        top = len(sizes.sizes) - 1
+        raise SpecError(
+            f"iso_params:{budget} is out of reach for {structure} ({task}, {cell}, "
+            f"{layers} layer(s)): hidden={sizes[top]} has only {total(top)} parameters; "
+            f"sizes above {MAX_HIDDEN} are not searched")
+    return sizes[i]

@@ -127,6 +127,14 @@ def _empty(like: torch.Tensor) -> torch.Tensor:
     return like.new_empty(0)
 
 
+def _operands(inputs, weight, bias, bhn):
+    """b_hn, W_ihᵀ and b_ih as the kernels take them: contiguous, empty when absent."""
+    def given(t):
+        return _empty(inputs) if t is None else t.contiguous()
+
+    return given(bhn), _empty(inputs) if weight is None else weight.t().contiguous(), given(bias)
+
+
 class _ElementwiseSequence(torch.autograd.Function):
     """``inputs`` is us (T, B, gates·H), or x (T, B, F) with ``weight`` (gates·H, F) and
     ``bias``: then the kernel projects each row itself."""
@@ -134,9 +142,7 @@ class _ElementwiseSequence(torch.autograd.Function):
     @staticmethod
     def forward(ctx, inputs, weight, bias, table, bhn, offsets, cyclic, need_grad, cell, act):
         ops = build.load()
-        b = _empty(inputs) if bhn is None else bhn.contiguous()
-        wx = _empty(inputs) if weight is None else weight.t().contiguous()
-        bx = _empty(inputs) if bias is None else bias.contiguous()
+        b, wx, bx = _operands(inputs, weight, bias, bhn)
         hs, cs = ops.elementwise_forward(inputs, table.contiguous(), list(offsets), cyclic, cell,
                                          act, b, need_grad, wx, bx)
         # gated cells: the backward recomputes the gates from the inputs instead of reading
@@ -165,9 +171,7 @@ class _MatrixSequence(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, rec, plan, inputs, weight, bias, bhn, need_grad, cell, act, *params):
-        b = _empty(inputs) if bhn is None else bhn.contiguous()
-        wx = _empty(inputs) if weight is None else weight.t().contiguous()
-        bx = _empty(inputs) if bias is None else bias.contiguous()
+        b, wx, bx = _operands(inputs, weight, bias, bhn)
         hs, saved, cs = build.load().matrix_forward(inputs, plan.kind, list(plan.forward), cell,
                                                     act, b, need_grad, wx, bx)
         x = inputs if weight is not None else _empty(inputs)

@@ -121,8 +121,9 @@ struct Product {
 
   // out = g·Wᵀ (accumulate: out += g·Wᵀ). ops: the transposed operands, contiguous
   void backward(const at::Tensor& g, at::Tensor& out, bool accumulate) {
-    if (kind == "dense" && pack_for(g)) {  // ops: W (gates·H, H)
-      pack_for(g)->mm(g, out, accumulate);
+    const PackedB* packed_w = kind == "dense" ? pack_for(g) : nullptr;
+    if (packed_w) {  // ops: W (gates·H, H)
+      packed_w->mm(g, out, accumulate);
     } else if (kind == "dense" || kind == "block") {  // ops: W (gates·H, H) / wᵀ (G, gates·n, n)
       const bool b = kind == "block";
       if (!accumulate) b ? (void)at::bmm_out(out, g, ops[0]) : (void)at::mm_out(out, g, ops[0]);
@@ -190,6 +191,10 @@ std::vector<at::Tensor> forward(const at::Tensor& us_in, std::string kind,
     T* Rec = rec.data_ptr<T>();
     const T* WX = I ? wx.data_ptr<T>() : nullptr;
     const T* BX = I && bx.numel() ? bx.data_ptr<T>() : nullptr;
+    // per-thread row buffers (gates without grad, the projected input), allocated once
+    const int64_t per_thread = (need_grad ? 0 : S) + (I ? GK : 0);
+    auto work = at::empty({at::get_num_threads(), per_thread}, us.options());
+    T* Work = work.data_ptr<T>();
     for (int64_t t = 0; t < T_; ++t) {
       if (t) {
         at::Tensor rt = rec;
@@ -199,16 +204,17 @@ std::vector<at::Tensor> forward(const at::Tensor& us_in, std::string kind,
       }
       const int64_t slot = need_grad ? t : t % 2, pslot = need_grad ? t - 1 : (t + 1) % 2;
       at::parallel_for(0, R, grain(GK), [&](int64_t r0, int64_t r1) {
-        std::vector<T> scratch(need_grad ? 0 : S), u(I ? GK : 0);
+        T* scratch = Work + at::get_thread_num() * per_thread;
+        T* u = scratch + (need_grad ? 0 : S);
         for (int64_t r = r0; r < r1; ++r) {
           const int64_t row = t * R + r, prev = row - R;
           const T* hp = t ? Hs + prev * k : Z;
           const T* cp = (t && cell == LSTM) ? Cs + (pslot * R + r) * k : Z;
-          T* s = need_grad ? Sv + row * S : scratch.data();
+          T* s = need_grad ? Sv + row * S : scratch;
           const T* urow = U + row * GK;
           if (I) {
-            project_row(I, GK, U + row * I, WX, BX, u.data());
-            urow = u.data();
+            project_row(I, GK, U + row * I, WX, BX, u);
+            urow = u;
           }
           cell_fwd<T>(cell, act, k, urow, Rec + r * GK, BH ? BH + r * k : nullptr, hp, cp, s,
                       cell == LSTM ? Cs + (slot * R + r) * k : nullptr, Hs + row * k);
