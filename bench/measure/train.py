@@ -48,7 +48,7 @@ def measure_train(trial: Trial, sweep: str | None = None, *,
     conf = result.config  # the settings as used, after task defaults and presets
     base.update(optimizer=conf.get("optimizer"), lr=conf.get("lr"), steps_budget=conf.get("steps"),
                 preset=conf.get("preset"), max_time_s=conf.get("max_time_s"))
-    base["train_settings"] = train_settings_json(conf)
+    base["train_settings"] = train_settings_json({**conf, "role": trial.option("role")})
     rows = []
     metrics = dict(result.metrics) or {primary or "loss": math.nan}
     for name, value in metrics.items():
@@ -86,7 +86,7 @@ def _float(v: Any) -> float:
 
 
 SETTINGS_KEYS = ("steps", "lr", "optimizer", "batch", "clip", "preset", "init", "bias",
-                 "max_time_s", "eval_every")
+                 "max_time_s", "eval_every", "role")
 
 
 def train_settings_json(config: dict[str, Any]) -> str:

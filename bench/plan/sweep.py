@@ -21,6 +21,7 @@ axes, minus ``exclude`` rules, plus ``include`` rules, once per kind. Example::
     lr = 1e-3
     max_time_s = 60
     preset = "trask"   # a task preset (checked against the task)
+    role = "lookback"  # a cheap probe for the lookback table, never in a verdict
 
     [speed]            # options of speed cells (and axis overrides for them)
     seeds = [0]
@@ -116,10 +117,13 @@ AXES = ("task", "structure", "cell", "hidden", "layers", "seq_len", "batch", "se
 IMPLEMENTATIONS = ("fused", "eager")
 # Options per kind ([train], [speed], [memory]): name -> type. A list is an axis.
 KIND_OPTIONS: dict[str, dict[str, type]] = {
-    "train": {"steps": int, "lr": float, "max_time_s": float, "preset": str},
+    "train": {"steps": int, "lr": float, "max_time_s": float, "preset": str, "role": str},
     "speed": {"min_run_time": float, "warmup": int, "threads": int},
     "memory": {"threads": int},
 }
+# What a train cell is for: "claim" (the default) feeds the verdicts; "lookback" is a
+# cheap probe of a longer sequence, read only by the report's lookback table.
+TRAIN_ROLES = ("claim", "lookback")
 # Options that change how precise a figure is, not what it measures: not in the id.
 NON_IDENTITY_OPTIONS = frozenset({"min_run_time", "warmup"})
 # Default values of the optional axes (None: the task's own value).
@@ -636,6 +640,9 @@ def _check_option(name: str, typ: type, value: Any, where: str) -> Any:
         raise SpecError(f"{where}: {name}={value!r} must be positive")
     if typ is str and not value.strip():
         raise SpecError(f"{where}: {name} is empty; give a name")
+    if name == "role" and value not in TRAIN_ROLES:
+        raise SpecError(f"{where}: role={value!r} is not a train role"
+                        f"{did_you_mean(value, TRAIN_ROLES)}; roles: {', '.join(TRAIN_ROLES)}")
     return value
 
 

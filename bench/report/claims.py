@@ -264,7 +264,7 @@ REGIMES = [
 def time_ratio(df, xs, fs, x_label) -> tuple[float, str]:
     """Time per step of x over full's at the arm's H, and where it came from: the timed
     fwd+bwd median when the sweep timed that H, else training wall time per step."""
-    tps = D.time_per_step(df)
+    tps = D.time_per_step(df, cell=xs["cell"].iloc[0])
     h = xs["hidden"].iloc[0]
     if not tps.empty:
         tps = tps[tps["device"] == sorted(tps["device"].unique())[0]]

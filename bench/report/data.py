@@ -88,6 +88,7 @@ def prepare(df: pd.DataFrame) -> pd.DataFrame:
     df["budget"] = pd.array([s.get("steps") for s in settings], dtype="Int64")
     df["lr"] = pd.array([s.get("lr") for s in settings], dtype="Float64")
     df["preset"] = pd.array([s.get("preset") for s in settings], dtype="string")
+    df["role"] = pd.array([s.get("role") or "claim" for s in settings], dtype="string")
     sort_cols = ["kind", "pass", "task_spec", "structure_spec", "cell", "hidden_request",
                  "hidden", "seq_len", "device", "seed", "metric", "step", "trial_id"]
     return df.sort_values(sort_cols, kind="mergesort", na_position="first").reset_index(drop=True)
@@ -124,13 +125,18 @@ def _mode_config(rows: pd.DataFrame, cols: list[str]) -> dict:
     return {c: first[c] for c in cols}
 
 
-def speed_rows(df: pd.DataFrame, metric: str = SPEED_METRIC) -> tuple[pd.DataFrame, dict]:
+def speed_rows(df: pd.DataFrame, metric: str = SPEED_METRIC,
+               cell: str | None = None) -> tuple[pd.DataFrame, dict]:
     """Timing (or memory) rows of one measured configuration, and that configuration.
 
     A sweep may time several cells or batches; a figure mixing them would be
-    meaningless, so the most common (cell, batch, seq_len) is drawn and named.
+    meaningless, so the most common (cell, batch, seq_len) is drawn and named. With
+    ``cell``, only that cell's rows are considered (a trained LSTM is costed with LSTM
+    timings, never with the Elman ones).
     """
     rows = df[(df["metric"] == metric) & (df["status"] == "ok") & df["value"].notna()]
+    if cell is not None:
+        rows = rows[rows["cell"] == cell]
     if rows.empty:
         return rows, {}
     config = _mode_config(rows, ["cell", "batch", "seq_len"])
@@ -140,23 +146,30 @@ def speed_rows(df: pd.DataFrame, metric: str = SPEED_METRIC) -> tuple[pd.DataFra
     return rows[keep], config
 
 
-def speed_table(df: pd.DataFrame, metric: str = SPEED_METRIC) -> tuple[pd.DataFrame, dict]:
-    """Median value and IQR per (device, pass, label, hidden)."""
-    rows, config = speed_rows(df, metric)
+def speed_table(df: pd.DataFrame, metric: str = SPEED_METRIC,
+                cell: str | None = None) -> tuple[pd.DataFrame, dict]:
+    """Median value and IQR per (device, pass, label, hidden); with repeated trials
+    (several seeds of a memory cell, each its own process) also their range (lo, hi) and
+    count (repeats)."""
+    rows, config = speed_rows(df, metric, cell)
     if rows.empty:
-        return pd.DataFrame(columns=["device", "pass", "label", "hidden", "value", "iqr"]), {}
+        return pd.DataFrame(columns=["device", "pass", "label", "hidden", "value", "iqr",
+                                     "lo", "hi", "repeats"]), {}
     table = (
         rows.groupby(["device", "pass", "label", "hidden"], dropna=False)
         .agg(value=("value", "median"), iqr=("iqr", "median"),
+             lo=("value", "min"), hi=("value", "max"), repeats=("value", "size"),
              stored_params=("stored_params", "max"))
         .reset_index()
     )
     return table, config
 
 
-def time_per_step(df: pd.DataFrame) -> pd.DataFrame:
-    """Headline time per step (fwd+bwd, else fwd) per (device, label, hidden)."""
-    table, _ = speed_table(df)
+def time_per_step(df: pd.DataFrame, cell: str | None = None) -> pd.DataFrame:
+    """Headline time per step (fwd+bwd, else fwd) per (device, label, hidden), of the
+    sweep's main timed configuration, or of ``cell``'s timings (empty when that cell was
+    not timed)."""
+    table, _ = speed_table(df, cell=cell)
     if table.empty:
         return table
     for measured in (HEADLINE_PASS, "fwd"):
@@ -177,7 +190,7 @@ def curve_rows(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def train_rows(df: pd.DataFrame, primary_only: bool = True,
-               choose_lr: bool = True) -> pd.DataFrame:
+               choose_lr: bool = True, lookback: bool = False) -> pd.DataFrame:
     """Final task metrics, one row per (arm, structure, seed).
 
     A diverged run is a failed seed, not a missing one: dropping it would flatter the
@@ -185,8 +198,12 @@ def train_rows(df: pd.DataFrame, primary_only: bool = True,
     (crashed) cells are left out; the report lists them. Where an arm trained a
     structure at several learning rates, only the seeds of its chosen one (best median
     validation score, see lr_choice) are kept, unless ``choose_lr`` is False.
+    Cells with train role "lookback" (cheap probes of longer sequences) are left out
+    unless ``lookback`` is True: they feed the lookback table, never a verdict.
     """
     rows = df[final_train(df) & df["status"].isin(["ok", "diverged"])].copy()
+    if not lookback and "role" in rows:
+        rows = rows[rows["role"].fillna("claim") != "lookback"]
     if primary_only:
         primary = rows["primary"].fillna(False).astype(bool)
         rows = rows[primary]

@@ -296,18 +296,21 @@ def tradeoff_points(df) -> pd.DataFrame:
                 higher_is_better=("higher_is_better", "first"), metric=("metric", "first"),
                 chance=("chance", "median"))
            .reset_index())
-    tps = D.time_per_step(df)
-    # Never mix the two clocks in one panel: timed per-step medians when the sweep has
-    # them (points without a timing at their H are left out), else training wall time.
-    if not tps.empty:
-        tps = tps[tps["device"] == sorted(tps["device"].unique())[0]]
-        pts = pts.merge(tps[["label", "hidden", "value"]].rename(columns={"value": "time"}),
-                        on=["label", "hidden"], how="left")
-        pts["time_source"] = "timed"
-    else:
-        pts["time"] = pts["wall"] / pts["steps"]
-        pts["time_source"] = "train"
-    return pts
+    # Never mix the two clocks in one panel: per cell, timed per-step medians of that cell
+    # when the sweep has them (points without a timing at their H are left out), else
+    # training wall time.
+    parts = []
+    for cell, sub in pts.groupby("cell", sort=False):
+        tps = D.time_per_step(df, cell=str(cell))
+        if not tps.empty:
+            tps = tps[tps["device"] == sorted(tps["device"].unique())[0]]
+            sub = sub.merge(tps[["label", "hidden", "value"]].rename(columns={"value": "time"}),
+                            on=["label", "hidden"], how="left")
+            sub["time_source"] = "timed"
+        else:
+            sub = sub.assign(time=sub["wall"] / sub["steps"], time_source="train")
+        parts.append(sub)
+    return pd.concat(parts, ignore_index=True)
 
 
 def fig_tradeoff(df, styles, path, dpi):
@@ -391,11 +394,17 @@ def fig_learning_curves(df, styles, path, dpi):
     hist = hist[hist["trial_id"].isin(set(D.train_rows(df)["trial_id"])) & (hist["step"] > 0)]
     if hist.empty:
         return "no learning-curve rows"
-    panels = _panels(hist)
+    # one panel per training budget too: curves of 10,000- and 50,000-step runs pooled
+    # into one median would be neither
+    panels = [(t, c, b) for t, c in _panels(hist)
+              for b in sorted(hist.loc[(hist["task_spec"] == t) & (hist["cell"] == c),
+                                       "budget"].dropna().unique()) or [None]]
     nr, nc = grid_shape(len(panels), 2)
     fig, axes = new_figure(nr, nc, 5.6 * nc, 3.8 * nr)
-    for ax, (task_spec, cell) in zip(axes.flat, panels, strict=False):
+    for ax, (task_spec, cell, budget) in zip(axes.flat, panels, strict=False):
         sub = hist[(hist["task_spec"] == task_spec) & (hist["cell"] == cell)]
+        if budget is not None:
+            sub = sub[sub["budget"] == budget]
         req = _main_request(sub)
         sub = sub[sub["hidden_request"] == req]
         for i, lab in enumerate(label_order(sub["label"])):
@@ -413,7 +422,9 @@ def fig_learning_curves(df, styles, path, dpi):
                        label="chance / trivial baseline")
         ax.set_xlabel("training step (optimizer updates)")
         ax.set_ylabel(_metric_label(sub))
-        ax.set_title(f"{task_spec} · {cell} · H={req}")
+        steps = "" if budget is None or len(panels) == len(_panels(hist)) else \
+            f" · {int(budget):,} steps"
+        ax.set_title(f"{task_spec} · {cell} · H={req}{steps}")
     hide_unused(axes, len(panels))
     handles, names = unique_handles(axes.flat)
     handles.append(Patch(color="#777777", alpha=0.3))
@@ -437,8 +448,9 @@ def delay_T(rows: pd.DataFrame) -> pd.Series:
 
 def lookback_table(df) -> pd.DataFrame:
     """Longest T solved per (task, structure): a T counts as solved when at least half
-    of its seeds solved it. Needs at least two sequence lengths of the task."""
-    rows = D.train_rows(df)
+    of its seeds solved it. Needs at least two sequence lengths of the task. Reads the
+    claims' cells and the lookback probes (train role "lookback") alike."""
+    rows = D.train_rows(df, lookback=True)
     rows = rows[rows["task"].isin(LOOKBACK_TASKS)]
     if rows.empty:
         return pd.DataFrame()
@@ -559,8 +571,11 @@ def fig_memory(df, styles, path, dpi):
         for lab in label_order(sub["label"]):
             s = sub[sub["label"] == lab].sort_values("hidden")
             colour, marker = styles[lab]
-            ax.plot(s["hidden"].to_numpy(float), s["value"].to_numpy(float) / 2**20,
-                    color=colour, marker=marker, markersize=5, linewidth=1.4, label=lab)
+            mib = s["value"].to_numpy(float) / 2**20
+            err = np.vstack([mib - s["lo"].to_numpy(float) / 2**20,
+                             s["hi"].to_numpy(float) / 2**20 - mib])
+            ax.errorbar(s["hidden"].to_numpy(float), mib, yerr=err, color=colour,
+                        marker=marker, markersize=5, linewidth=1.4, capsize=3, label=lab)
         hidden_axis(ax, sub["hidden"])
         plain_log_y(ax)
         ax.set_xlabel("hidden size H (units, log scale)")
@@ -568,16 +583,28 @@ def fig_memory(df, styles, path, dpi):
         ax.set_title(_device_title(df, device))
     handles, names = unique_handles(axes.flat)
     figure_legend(fig, handles, names, title="structure")
-    fig.suptitle(f"8. Peak memory vs hidden size ({_config_text(config)})")
+    fig.suptitle(f"8. Peak memory vs hidden size ({_config_text(config)}; "
+                 f"{_repeats_text(table)})")
     save(fig, path, dpi)
     return None
+
+
+def _repeats_text(table) -> str:
+    """What the error bars are: the range over repeated measurements, or none."""
+    n = table["repeats"].astype(int)
+    if n.max() <= 1:
+        return "one measurement each, no error bars"
+    span = f"{n.min()}" if n.min() == n.max() else f"{n.min()}–{n.max()}"
+    return f"median of {span} repeats, each in a fresh process; error bars: min–max"
 
 
 def _memory_bars(ax, sub, styles):
     labels = label_order(sub["label"])
     for y, lab in enumerate(labels):
-        mib = float(sub.loc[sub["label"] == lab, "value"].iloc[0]) / 2**20
-        ax.barh(y, mib, color=styles[lab][0], height=0.7, label=lab)
+        r = sub[sub["label"] == lab].iloc[0]
+        mib = float(r["value"]) / 2**20
+        xerr = [[mib - float(r["lo"]) / 2**20], [float(r["hi"]) / 2**20 - mib]]
+        ax.barh(y, mib, color=styles[lab][0], height=0.7, label=lab, xerr=xerr, capsize=3)
         ax.text(mib, y, f" {mib:.3g}", va="center", fontsize=8)
     ax.set_yticks(range(len(labels)), labels)
     ax.invert_yaxis()

@@ -15,7 +15,7 @@ from connbench.report import data as D
 from connbench.report import verdicts as V
 from connbench.report.answer import answer_paragraph
 from connbench.report.claims import Claim
-from connbench.report.figures import FIGURES, lookback_table, speedup_table
+from connbench.report.figures import FIGURES, lookback_lengths, lookback_table, speedup_table
 from connbench.report.stats import bootstrap_median_ci
 from connbench.report.style import label_order
 from connbench.report.thread import thread_section
@@ -163,7 +163,17 @@ def lookback_section(df: pd.DataFrame) -> list[str]:
     table = lookback_table(df)
     if table.empty:
         return []
+    rows = D.train_rows(df, lookback=True)
+    tried = []
+    for task in sorted(table["task"].unique()):
+        sub = rows[rows["task"] == task]
+        ts = ", ".join(str(t) for t in sorted(lookback_lengths(df, task)))
+        tried.append(f"{task} ({', '.join(sorted(sub['cell'].unique()))}; T = {ts})")
     lines = ["### Lookback: longest T solved (at least half the seeds)", "",
+             "Lengths tried: " + "; ".join(tried) + ". A length counts as solved when at "
+             "least half the seeds met the task's solve rule (its `solved` column) within "
+             "the budget, at the learning rate chosen on validation for that length. "
+             "0 means none of the lengths tried was solved.", "",
              "| structure | " + " | ".join(sorted(table["task"].unique())) + " |",
              "|---|" + "---|" * table["task"].nunique()]
     for lab in label_order(table["label"]):
