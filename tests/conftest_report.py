@@ -82,7 +82,8 @@ def _speed_rows(sweep, names, hiddens, rng, devices):
                         task_spec="copy:length=100", structure=name,
                         structure_spec=SPECS[name], cell="rnn_tanh", hidden=h,
                         hidden_request=str(h), seq_len=100, batch=32, device=device,
-                        seed=0, kind="speed", **{"pass": measured}, metric="time_per_step_s", value=t,
+                        seed=0, kind="speed", **{"pass": measured},
+                        metric="time_per_step_s", value=t,
                         iqr=0.1 * t, samples=[t], stored_params=p, effective_params=p,
                         wall_time_s=2.0, timestamp="2026-01-01T00:00:00Z",
                         gpu_name="NVIDIA H100" if device == "cuda" else ""))

@@ -129,8 +129,15 @@ def test_single_seed_is_never_a_verdict():
 def test_combine_is_unanimous():
     assert V.combine([V.SUPPORTED, V.SUPPORTED]) == V.SUPPORTED
     assert V.combine([V.NOT_SUPPORTED]) == V.NOT_SUPPORTED
-    assert V.combine([V.SUPPORTED, V.NOT_SUPPORTED]) == V.INCONCLUSIVE
+    # decided arms that disagree: the claim holds in some settings only
+    assert V.combine([V.SUPPORTED, V.NOT_SUPPORTED]) == V.MIXED
+    assert V.combine([V.SUPPORTED, V.INCONCLUSIVE, V.NOT_SUPPORTED]) == V.MIXED
+    assert V.combine([V.MIXED, V.SUPPORTED]) == V.MIXED
+    # nothing decided against the rest: still open
+    assert V.combine([V.SUPPORTED, V.INCONCLUSIVE]) == V.INCONCLUSIVE
     assert V.combine([]) == V.INCONCLUSIVE
+    assert V.tally([V.SUPPORTED, V.NOT_SUPPORTED, V.SUPPORTED, V.UNINFORMATIVE]) == (
+        "2 supported, 1 not supported, 1 uninformative")
     # uninformative arms (full at chance) count for nothing
     assert V.combine([V.SUPPORTED, V.UNINFORMATIVE]) == V.SUPPORTED
     assert V.combine([V.UNINFORMATIVE]) == V.INCONCLUSIVE
@@ -198,8 +205,10 @@ def test_sparse_claim_reports_every_regime():
     claim = C.claim_sparse_competitive(_prepared(**SMALL))
     text = "\n".join(claim.evidence)
     assert "same H" in text and "iso_params" in text and "iso_time): no data" in text
-    # diagonal fails binary addition, so "competitive" cannot hold for every task
-    assert claim.verdict == V.INCONCLUSIVE
+    # diagonal fails binary addition while block matches: the claim holds for some
+    # structures and tasks only, and the tally says how the arms went
+    assert claim.verdict == V.MIXED
+    assert "supported" in claim.tally and "not supported" in claim.tally
     all_good = _prepared(**SMALL, skill={"diagonal": 1.0, "block": 1.0})
     same_h = C.claim_sparse_competitive(all_good).evidence[0]
     assert same_h.startswith("**same H: supported")
@@ -207,7 +216,8 @@ def test_sparse_claim_reports_every_regime():
 
 def test_diverged_seed_counts_as_chance():
     df = synthetic_frame(**SMALL)
-    hit = (df["structure"] == "banded") & (df["kind"] == "train") & df["step"].isna() & (df["seed"] == 0)
+    hit = ((df["structure"] == "banded") & (df["kind"] == "train") & df["step"].isna()
+           & (df["seed"] == 0))
     df.loc[hit, "status"] = "diverged"
     df.loc[hit, "value"] = np.nan
     rows = D.train_rows(D.prepare(df))
@@ -217,7 +227,8 @@ def test_diverged_seed_counts_as_chance():
 
 def test_mixed_training_budgets_are_flagged():
     df = synthetic_frame(**SMALL)
-    longer = df[(df["structure"] == "diagonal") & (df["kind"] == "train") & df["step"].isna()].copy()
+    diag = (df["structure"] == "diagonal") & (df["kind"] == "train") & df["step"].isna()
+    longer = df[diag].copy()
     longer["trial_id"] = longer["trial_id"] + "-50k"  # a second budget, same everything else
     longer["train_steps"] = 50000
     arms = D.mixed_budget_arms(D.prepare(pd.concat([df, longer], ignore_index=True)))
@@ -383,6 +394,10 @@ def test_thread_section_lists_every_seed_per_budget_arm():
     assert len(diag) == 2 and all('"performed terribly"' in line for line in diag)
     assert all(line.split("|")[4].count(",") == 4 for line in diag)  # 5 seeds listed
     assert "positive control passed" in text
+    assert "`trask` sweep" not in text  # both budgets here: nothing to point to
+    # Trask's arm alone (the default sweep): the section points to the longer arms
+    alone = "\n".join(thread_section(D.prepare(_thread_frame())))
+    assert "Trask's own arm only" in alone and "connbench run trask" in alone
     assert thread_section(_prepared(**SMALL)) == []  # no thread rows: no section
 
 
@@ -465,6 +480,9 @@ def test_answer_paragraph_follows_the_verdicts():
     open_ = answer_paragraph(claims(band_matches=V.INCONCLUSIVE,
                                     fewer_params="holds at 4 of 5 sizes"))[0]
     assert open_.startswith("**Not settled") and "holds at 4 of 5 sizes" in open_
+    mixed = answer_paragraph(claims(band_matches=V.NOT_SUPPORTED, butterfly=V.MIXED))[0]
+    assert mixed.startswith("**Not everywhere, in this run**")
+    assert "learns as well as full in some settings and not in others" in mixed
 
 
 def test_report_opens_with_the_answer_then_the_claims_table():
@@ -502,3 +520,86 @@ def test_metric_figure_marks_an_uninformative_panel(tmp_path):
     assert D.full_passed(at_chance[at_chance["task"] == "adding"]) is False
     learned = D.train_rows(_prepared(**SMALL))
     assert D.full_passed(learned[learned["task"] == "adding"]) is True
+
+
+# -- this round's figure fixes ---------------------------------------------------------
+def test_lookback_probes_enter_the_lookback_table_but_no_verdict():
+    claims = synthetic_frame(names=("full", "diagonal"), task_specs=("adding:length=100",),
+                             speed=False, iso=False)
+    probes = synthetic_frame(names=("full", "diagonal"), speed=False, train=False,
+                             lookback=True)
+    probes["train_settings"] = '{"role": "lookback"}'
+    df = D.prepare(pd.concat([claims, probes], ignore_index=True))
+    verdict_rows = D.train_rows(df)
+    assert set(verdict_rows["task_spec"]) == {"adding:length=100"}
+    table = lookback_table(df)
+    got = {(r.task, r.label): r.longest_solved for r in table.itertuples()}
+    assert got[("copy", "full")] == 1600 and got[("adding", "diagonal")] == 50
+    # without the role, the probes would be arms of their own in the claims
+    plain = D.prepare(pd.concat([claims, probes.assign(train_settings=None)],
+                                ignore_index=True))
+    assert "adding:length=1600" in set(D.train_rows(plain)["task_spec"])
+
+
+def test_memory_repeats_give_a_median_and_error_bars(tmp_path):
+    from connbench.report.figures import _repeats_text, fig_memory
+
+    base = synthetic_frame(names=("full", "diagonal"), hiddens=(32, 64), train=False)
+    mem = base[base["kind"] == "memory"]
+    repeats = [mem.assign(seed=s, trial_id=mem["trial_id"] + f"-r{s}",
+                          value=mem["value"] * f) for s, f in ((1, 0.9), (2, 1.3))]
+    df = D.prepare(pd.concat([base, *repeats], ignore_index=True))
+    table, _ = D.speed_table(df, "peak_bytes")
+    row = table[(table["label"] == "full") & (table["hidden"] == 64)].iloc[0]
+    one = float(mem[(mem["structure"] == "full") & (mem["hidden"] == 64)]["value"].iloc[0])
+    assert row["repeats"] == 3 and row["value"] == pytest.approx(one)
+    assert row["lo"] == pytest.approx(0.9 * one) and row["hi"] == pytest.approx(1.3 * one)
+    assert _repeats_text(table).startswith("median of 3 repeats")
+    single, _ = D.speed_table(D.prepare(base), "peak_bytes")
+    assert _repeats_text(single) == "one measurement each, no error bars"
+    path = tmp_path / "memory.png"
+    assert fig_memory(df, assign_styles(df["label"]), str(path), 40) is None
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_an_lstm_arm_is_costed_with_lstm_timings_only():
+    from connbench.report.figures import tradeoff_points
+
+    tanh = synthetic_frame(names=("full", "diagonal"), hiddens=(32, 64),
+                           task_specs=("adding:length=100",), iso=False)
+    lstm = synthetic_frame(names=("full", "diagonal"), hiddens=(64,),
+                           task_specs=("binary_addition:bits=8",), iso=False, cell="lstm")
+    lstm_speed = lstm["kind"] == "speed"
+    lstm.loc[lstm_speed, "cell"] = "lstm"
+    lstm.loc[lstm_speed, "value"] *= 10
+    lstm.loc[lstm_speed, "trial_id"] += "-lstm"
+    lstm = lstm[lstm["kind"] != "memory"]
+    lstm.loc[lstm["kind"] == "train", "trial_id"] += "-lstm"
+    df = D.prepare(pd.concat([tanh, lstm], ignore_index=True))
+    main = D.time_per_step(df)
+    own = D.time_per_step(df, cell="lstm")
+    assert set(own["hidden"]) == {64} and set(main["hidden"]) == {32, 64}
+    key = (own["label"] == "full") & (own["hidden"] == 64)
+    assert float(own.loc[key, "value"].iloc[0]) > 5 * float(
+        main.loc[(main["label"] == "full") & (main["hidden"] == 64), "value"].iloc[0])
+    pts = tradeoff_points(df)
+    for cell, timings in (("lstm", own), ("rnn_tanh", main)):
+        p = pts[(pts["cell"] == cell) & (pts["label"] == "full") & (pts["hidden"] == 64)]
+        t = timings[(timings["label"] == "full") & (timings["hidden"] == 64)]["value"]
+        assert float(p["time"].iloc[0]) == pytest.approx(float(t.iloc[0]))
+    assert D.time_per_step(df, cell="gru").empty
+
+
+def test_learning_curves_get_a_panel_per_training_budget():
+    from connbench.report.figures import curve_panels
+
+    ten = synthetic_frame(names=("full", "diagonal"), task_specs=("binary_addition:bits=8",),
+                          speed=False, iso=False, settings={"steps": 10000})
+    fifty = ten.assign(trial_id=ten["trial_id"] + "-50k",
+                       train_settings='{"steps": 50000}')
+    df = D.prepare(pd.concat([ten, fifty], ignore_index=True))
+    assert curve_panels(D.curve_rows(df)) == [
+        ("binary_addition:bits=8", "rnn_tanh", 10000),
+        ("binary_addition:bits=8", "rnn_tanh", 50000)]
+    assert curve_panels(D.curve_rows(D.prepare(ten))) == [
+        ("binary_addition:bits=8", "rnn_tanh", 10000)]

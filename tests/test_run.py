@@ -336,3 +336,29 @@ def test_rows_the_store_rejects_become_a_failed_row(tmp_path, monkeypatch):
     df = store.load(tmp_path / "r", "mini")
     assert list(df["status"]) == ["failed"]
     assert df["error"].iloc[0].startswith("rows could not be stored")
+
+
+def test_lookback_role_is_recorded_and_kept_out_of_verdicts(tmp_path):
+    sweep = write(tmp_path, """
+        tasks = ["adding:length=4"]
+        structures = ["full"]
+        hidden = 8
+        kinds = ["train"]
+        [train]
+        steps = 5
+        [[include]]
+        kind = "train"
+        task = "adding:length=8"
+        structure = "full"
+        role = "lookback"
+    """)
+    assert run(str(sweep), "--results", str(tmp_path / "r"), "--quiet") == 0
+    from connbench.report import data as D
+
+    df = D.prepare(store.load(tmp_path / "r", "mini"))
+    final = df[D.final_train(df) & df["primary"].astype(bool)]
+    roles = dict(zip(final["task_spec"], final["role"], strict=True))
+    assert roles == {"adding:length=4": "claim", "adding:length=8": "lookback"}
+    assert set(D.train_rows(df)["task_spec"]) == {"adding:length=4"}
+    assert set(D.train_rows(df, lookback=True)["task_spec"]) == {"adding:length=4",
+                                                                  "adding:length=8"}

@@ -20,7 +20,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def rows(trial_id="c1", n=2, **extra):
-    return [{"trial_id": trial_id, "sweep": "s", "task": "copy", "hidden": 64, "kind": "speed", "pass": "fwd",
+    return [{"trial_id": trial_id, "sweep": "s", "task": "copy", "hidden": 64, "kind": "speed",
+             "pass": "fwd",
              "status": "ok", "metric": "time_per_step_s", "value": 1e-4 * (i + 1),
              "samples": [1e-4, 2e-4, 3e-4], "git_dirty": False, **extra} for i in range(n)]
 
@@ -196,7 +197,8 @@ def test_results_doc_lists_the_schema():
     from connbench.results.schema import markdown_table
 
     doc = (ROOT / "docs" / "results.md").read_text()
-    assert markdown_table() in doc, "regenerate the table in docs/results.md from connbench.results.schema"
+    assert markdown_table() in doc, ("regenerate the table in docs/results.md from "
+                                     "connbench.results.schema")
 
 
 def test_check_writable(tmp_path):

@@ -709,3 +709,20 @@ def test_implementation_names_match_the_kernels():
     from connbench.nn.kernels.fused import IMPLEMENTATIONS
 
     assert sw.IMPLEMENTATIONS == IMPLEMENTATIONS
+
+
+def test_train_role_is_checked_with_did_you_mean(tmp_path):
+    path = tmp_path / "roles.toml"
+    path.write_text(textwrap.dedent("""
+        tasks = ["adding:length=4"]
+        structures = ["full"]
+        hidden = 8
+        kinds = ["train"]
+        [train]
+        role = "lookbak"
+    """))
+    with pytest.raises(SpecError, match=r"role='lookbak'.*did you mean 'lookback'.*claim"):
+        sw.load_sweep(str(path))
+    path.write_text(path.read_text().replace("lookbak", "lookback"))
+    cells = sw.load_sweep(str(path)).trials
+    assert [c.option("role") for c in cells] == ["lookback"]

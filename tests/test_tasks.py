@@ -95,7 +95,8 @@ def test_eval_set_depends_on_seed_and_is_not_the_first_training_batch(spec):
     task = tasks.make(spec)
     ex, _ = task.eval_set(0)
     assert not torch.equal(ex, task.eval_set(1)[0])
-    first, _ = task.sample(ex.shape[0], gen(0))  # what connbench.measure.training draws first for seed 0
+    # what connbench.measure.training draws first for seed 0
+    first, _ = task.sample(ex.shape[0], gen(0))
     assert not torch.equal(ex, first)
 
 

@@ -91,7 +91,8 @@ def main(args: argparse.Namespace) -> int:
                   f"min = fraction × typical; review the diff before committing "
                   f"(see {DOCS}).")
         Path(args.propose).write_text(dump(new, header))
-        print(f"connbench.perf.gate: proposed thresholds written to {args.propose}", file=sys.stderr)
+        print(f"connbench gate: proposed thresholds written to {args.propose}",
+              file=sys.stderr)
     if args.json:
         print(table, file=sys.stderr)
         print(json.dumps(_nan_to_none({

@@ -419,7 +419,8 @@ def pooled(paths: Iterable[str | os.PathLike], settings: Settings) -> Measuremen
             got = data["settings"]
             ratios = data["ratios"]
         except (OSError, ValueError, KeyError, TypeError) as e:
-            raise SpecError(f"--from {path}: not a `connbench.perf.gate --json` output ({e})") from None
+            raise SpecError(f"--from {path}: not a `connbench gate --json` output "
+                            f"({e})") from None
         if data.get("slow"):
             raise SpecError(f"--from {path}: measured with the slow switch {data['slow']}")
         for k in ("batch", "steps", "threads"):

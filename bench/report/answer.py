@@ -33,6 +33,8 @@ SPARSE_SUFFICES = ("band_matches", "butterfly", "sparse_competitive")
 
 def _sentence(key: str, verdict: str) -> str:
     yes, no, open_ = SENTENCES[key]
+    if verdict == V.MIXED:
+        return f"{yes} in some settings and not in others"
     return yes if verdict == V.SUPPORTED else no if verdict == V.NOT_SUPPORTED else open_
 
 
@@ -41,9 +43,14 @@ def answer_paragraph(claims) -> list[str]:
     by_key = {c.key: c.verdict for c in claims}
     enough = [k for k in SPARSE_SUFFICES if by_key.get(k) == V.SUPPORTED]
     short = [k for k in SPARSE_SUFFICES if by_key.get(k) == V.NOT_SUPPORTED]
+    mixed = [k for k in SPARSE_SUFFICES if by_key.get(k) == V.MIXED]
     if enough:
         head = ("**No, not in this run**: at least one structure with far fewer "
                 "recurrent connections did as well as full.")
+    elif mixed:
+        head = ("**Not everywhere, in this run**: structures with far fewer recurrent "
+                "connections did as well as full in some settings and fell short in "
+                "others, so the answer depends on the task and the budget.")
     elif short and len(short) == len([k for k in SPARSE_SUFFICES if k in by_key]):
         head = ("**Yes, in this run**: no structure short of full matched it wherever it "
                 "was tested.")

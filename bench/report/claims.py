@@ -48,6 +48,9 @@ class Claim:
     figures: list[str] = field(default_factory=list)
     evidence: list[str] = field(default_factory=list)
     needs_sweep: str | None = None
+    # how the arms behind the verdict went ("3 supported, 1 not supported"); shown beside
+    # a mixed or inconclusive verdict
+    tally: str = ""
 
 
 def _fmt(x: float, digits: int = 3) -> str:
@@ -128,20 +131,24 @@ def _thread_then_modern(claim: Claim, rows: pd.DataFrame, labels, test, stat: st
     parts = {}
     for name, pick in (("thread", True), ("modern", False)):
         sub = rows[D.thread_mask(rows) == pick] if len(rows) else rows
-        verdicts, lines, costs = [], _head(stat), []
+        verdicts, lines, costs, reasons = [], _head(stat), [], []
         for label in labels:
             for key, xs, fs in _arms(sub, label, tasks=["binary_addition"],
                                      iso=lambda r: not D.is_iso(r)):
                 cmp = _compare(test, xs, fs)
                 verdicts.append(cmp.verdict)
+                reasons.append(cmp.reason)
                 lines.append(_comparison_row(key, xs, fs, cmp))
                 if cost is not None:
                     costs.append(cost(key, xs, fs, label))
-        parts[name] = (verdicts, lines, costs)
-    (tv, tl, tc), (mv, ml, mc) = parts["thread"], parts["modern"]
+        parts[name] = (verdicts, lines, costs, reasons)
+    (tv, tl, tc, tr), (mv, ml, mc, mr) = parts["thread"], parts["modern"]
     if not tv and not mv:
         return _finish(claim, [], [], sweep)
     claim.verdict = V.combine(tv if tv else mv)
+    deciding, why = (tv, tr) if tv else (mv, mr)
+    # one deciding arm: its own reason (the lean, what would settle it) says more
+    claim.tally = why[0] if len(deciding) == 1 else V.tally(deciding)
     claim.evidence = []
     if tv:
         claim.evidence += [f"**In the thread's setting (Trask's preset): {V.combine(tv)}** "
@@ -244,10 +251,11 @@ def claim_butterfly(df: pd.DataFrame, structure_check=None) -> Claim:
     claim.evidence = ["Structure:"] + struct_lines + ["", f"Learning ({learn}):"]
     claim.evidence += lines if verdicts else ["- no butterfly and full train rows in this "
                                               "sweep; the `default` sweep trains both."]
+    claim.tally = V.tally(verdicts)
     if ok is False or learn == V.NOT_SUPPORTED:
         claim.verdict = V.NOT_SUPPORTED
-    elif ok and learn == V.SUPPORTED:
-        claim.verdict = V.SUPPORTED
+    elif ok and learn in (V.SUPPORTED, V.MIXED):
+        claim.verdict = learn
     if not verdicts:
         claim.needs_sweep = "default"
     return claim
@@ -300,7 +308,7 @@ def claim_sparse_competitive(df: pd.DataFrame) -> Claim:
                   "construction.", ["metric_per_structure", "metric_vs_cost"])
     rows = D.train_rows(df)
     labels = _labels_where(rows, lambda s: split_spec(s)[0] in ("diagonal", "block"))
-    regime_verdicts = []
+    regime_verdicts, every = [], []
     for regime, pick in REGIMES:
         verdicts, lines = [], _head("difference of medians [CI]")
         for label in labels:
@@ -321,6 +329,7 @@ def claim_sparse_competitive(df: pd.DataFrame) -> Claim:
         if verdicts:
             combined = V.combine(verdicts)
             regime_verdicts.append(combined)
+            every += verdicts
             n_sup = sum(v == V.SUPPORTED for v in verdicts)
             claim.evidence += [f"**{regime}: {combined}** ({n_sup} of {len(verdicts)} "
                                "comparisons supported)", ""] + lines + [""]
@@ -332,6 +341,7 @@ def claim_sparse_competitive(df: pd.DataFrame) -> Claim:
                                f"e.g. {where}.", ""]
     if regime_verdicts:
         claim.verdict = V.combine(regime_verdicts)
+        claim.tally = V.tally(every)
         if len(regime_verdicts) < len(REGIMES) and claim.verdict == V.SUPPORTED:
             claim.verdict = V.INCONCLUSIVE  # the claim is about all three regimes
     else:
@@ -359,9 +369,13 @@ def claim_rnn_fewer_params(df: pd.DataFrame) -> Claim:
     rows = rows[(rows["label"] == "full") & ~D.iso_mask(rows["hidden_request"])]
     missing = sorted(set(rows["task_spec"]) - set(io))
     rows = rows[rows["task_spec"].isin(io.keys())]
-    sizes = rows[["task", "task_spec", "hidden", "seq_len", "total_params"]].drop_duplicates(
-        ["task_spec", "hidden", "seq_len"]).sort_values(["task_spec", "hidden", "seq_len"])
-    for task, spec, h, t, recorded in sizes.itertuples(index=False):
+    # the recorded count is an Elman run's where the size has one (the formula is Elman's)
+    rows = rows.assign(elman=rows["cell"].astype(str).str.startswith("rnn_"))
+    sizes = (rows.sort_values("elman", ascending=False, kind="mergesort")
+             [["task", "task_spec", "hidden", "seq_len", "total_params", "elman", "cell"]]
+             .drop_duplicates(["task_spec", "hidden", "seq_len"])
+             .sort_values(["task_spec", "hidden", "seq_len"]))
+    for task, spec, h, t, recorded, elman, cell in sizes.itertuples(index=False):
         if pd.isna(h) or pd.isna(t):
             continue
         i, o = io[spec]
@@ -369,7 +383,8 @@ def claim_rnn_fewer_params(df: pd.DataFrame) -> Claim:
         verdicts.append(V.far_fewer(r, d))
         if verdicts[-1] != V.SUPPORTED:
             sizes_failed.append(f"{task} H={int(h)} T={int(t)} ({d / r:.1f}×)")
-        rec = "n/a" if pd.isna(recorded) else f"{int(recorded):,}"
+        rec = ("n/a" if pd.isna(recorded) else f"{int(recorded):,}") if elman else \
+            f"n/a (trained as {cell} only)"
         claim.evidence.append(f"| {task} | {i} | {int(h)} | {o} | {int(t)} | {r:,} | {d:,} "
                               f"| {d / r:,.0f}× | {rec} |")
     if len(verdicts) == 1:
@@ -410,6 +425,7 @@ def _count_summary(verdicts, sizes_failed) -> list[str]:
 def _finish(claim: Claim, verdicts, lines, sweep: str) -> Claim:
     if verdicts:
         claim.verdict = V.combine(verdicts)
+        claim.tally = V.tally(verdicts)
         claim.evidence = lines
     else:
         claim.verdict = V.INCONCLUSIVE

@@ -385,6 +385,17 @@ def learning_curves(rows: pd.DataFrame) -> pd.DataFrame:
     return q.reset_index()
 
 
+def curve_panels(hist: pd.DataFrame) -> list[tuple]:
+    """(task_spec, cell, budget) panels of the learning curves: one per training budget
+    too, because curves of 10,000- and 50,000-step runs pooled into one median would be
+    neither (budget None where the rows do not record one)."""
+    out = []
+    for t, c in _panels(hist):
+        budgets = hist.loc[(hist["task_spec"] == t) & (hist["cell"] == c), "budget"]
+        out += [(t, c, int(b)) for b in sorted(budgets.dropna().unique())] or [(t, c, None)]
+    return out
+
+
 def fig_learning_curves(df, styles, path, dpi):
     hist = D.curve_rows(df)
     hist = hist[hist["primary"].fillna(False).astype(bool)]
@@ -394,11 +405,7 @@ def fig_learning_curves(df, styles, path, dpi):
     hist = hist[hist["trial_id"].isin(set(D.train_rows(df)["trial_id"])) & (hist["step"] > 0)]
     if hist.empty:
         return "no learning-curve rows"
-    # one panel per training budget too: curves of 10,000- and 50,000-step runs pooled
-    # into one median would be neither
-    panels = [(t, c, b) for t, c in _panels(hist)
-              for b in sorted(hist.loc[(hist["task_spec"] == t) & (hist["cell"] == c),
-                                       "budget"].dropna().unique()) or [None]]
+    panels = curve_panels(hist)
     nr, nc = grid_shape(len(panels), 2)
     fig, axes = new_figure(nr, nc, 5.6 * nc, 3.8 * nr)
     for ax, (task_spec, cell, budget) in zip(axes.flat, panels, strict=False):

@@ -199,10 +199,13 @@ RULES = [
     "inconclusive and the table says what the point estimates lean to.",
     f"- **{V.UNINFORMATIVE}**: full itself did not beat chance on that arm (its positive "
     "control failed); the comparison is shown but counts for nothing.",
-    "- An inconclusive comparison says which way its median leans.",
+    "- An inconclusive comparison says which way its median leans and what would "
+    "settle it.",
     f"- **far fewer parameters**: the other count is at least {V.FAR_FACTOR:g}× larger.",
     "- Several arms (tasks, cells, sizes) are combined unanimously: all supported → "
-    "supported, all not supported → not supported, otherwise inconclusive. Claims 1–2 "
+    f"supported, all not supported → not supported; decided arms that disagree → "
+    f"**{V.MIXED}** (the claim holds in some settings and not in others; the claims "
+    "table counts the arms); nothing decided → inconclusive. Claims 1–2 "
     "are decided in the thread's own setting (Trask's preset) when the sweep has it; "
     "other settings are reported beside them.",
     "- Seeds: a diverged run counts as a chance-level seed. Bootstrap: percentile, 4,000 "
@@ -215,7 +218,9 @@ def claims_table_section(claims: list[Claim]) -> list[str]:
     """The verdict of every claim, right after the answer."""
     lines = ["## Claims", "", "| # | claim | verdict |", "|---|---|---|"]
     for i, c in enumerate(claims, 1):
-        lines.append(f"| {i} | {c.title} | **{c.verdict}**"
+        arms = (f" ({c.tally})" if c.tally and not c.needs_sweep
+                and c.verdict in (V.MIXED, V.INCONCLUSIVE) else "")
+        lines.append(f"| {i} | {c.title} | **{c.verdict}**{arms}"
                      + (" (no data)" if c.needs_sweep else "") + " |")
     return lines + ["", "Each claim's test, evidence and figures are under "
                     "[The claims in detail](#the-claims-in-detail).", ""]

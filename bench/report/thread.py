@@ -87,4 +87,9 @@ def thread_section(df: pd.DataFrame) -> list[str]:
               "stops there). The 10,000-iteration arm at hidden 16 and 8 bits is Trask's "
               "own setting; the other arms are the thread's \"longer\" and \"larger\" "
               "variants.", ""]
+    if rows.groupby(keys, dropna=False).ngroups == 1:
+        lines += ["This run has Trask's own arm only. The thread's longer (50,000 "
+                  "iterations) and larger (bits 16 and 32, hidden 64) arms are the `trask` "
+                  "sweep: `connbench run trask --workers 2`, then `connbench report trask`.",
+                  ""]
     return lines

@@ -17,7 +17,10 @@ Thresholds (also printed in REPORT.md):
   full's CI must be above chance; otherwise the comparison is *uninformative*, shown as
   such and not counted in any verdict.
 * Anything between the two sides of a rule is *inconclusive*; its reason says which way
-  the point estimate leans.
+  the point estimate leans and that more seeds would settle it.
+* Arms combine unanimously; decided arms that disagree (some supported, some not) make
+  the claim *mixed*: it holds in some settings and not in others, which is an answer,
+  not a lack of one.
 * MIN_SEEDS = 5 — an arm with fewer seeds on either side is *inconclusive* and the
   reason says what the point estimates alone lean to and how many seeds would settle it.
 """
@@ -42,6 +45,10 @@ NOT_SUPPORTED = "not supported"
 INCONCLUSIVE = "inconclusive"
 # full itself stayed at chance on this arm: the comparison says nothing about structure
 UNINFORMATIVE = "uninformative"
+# decided arms disagree: the claim holds in some settings (tasks, cells, budgets) only
+MIXED = "mixed"
+# an inconclusive comparison's last words: what run would settle it
+SETTLE = "more seeds (10 or more per side) would narrow the CI and settle it"
 
 FAIL_FRACTION = 0.25
 MATCH_MARGIN = 0.05
@@ -100,7 +107,7 @@ def fails(x_values, full_values, chance: float, higher_is_better: bool) -> Compa
     else:
         lean = "fails" if out.fraction.estimate < FAIL_FRACTION else "does not fail"
         out.reason = (f"CI straddles {FAIL_FRACTION:.0%} of full's gain; the median "
-                      f"({out.fraction.estimate:.0%}) leans to '{lean}'")
+                      f"({out.fraction.estimate:.0%}) leans to '{lean}'; {SETTLE}")
     return _enough_seeds(out)
 
 
@@ -126,7 +133,8 @@ def matches(x_values, full_values, chance: float, higher_is_better: bool) -> Com
         out.verdict, out.reason = NOT_SUPPORTED, "CI of the difference below −margin"
     else:
         lean = "matches" if diff.estimate >= -out.margin else "does not match"
-        out.reason = f"CI of the difference straddles −margin; the median leans to '{lean}'"
+        out.reason = (f"CI of the difference straddles −margin; the median leans to "
+                      f"'{lean}'; {SETTLE}")
     return _enough_seeds(out)
 
 
@@ -143,15 +151,25 @@ def _enough_seeds(out: Comparison) -> Comparison:
 
 
 def combine(verdicts) -> str:
-    """One verdict from several arms: unanimous, or inconclusive when they disagree
-    or when there is nothing to combine. Uninformative arms (full at chance) count
-    for nothing either way."""
+    """One verdict from several arms: unanimous; *mixed* when decided arms disagree (or
+    a part is already mixed); inconclusive when nothing was decided either way or there
+    is nothing to combine. Uninformative arms (full at chance) count for nothing."""
     vs = [v for v in verdicts if v != UNINFORMATIVE]
     if vs and all(v == SUPPORTED for v in vs):
         return SUPPORTED
     if vs and all(v == NOT_SUPPORTED for v in vs):
         return NOT_SUPPORTED
+    if MIXED in vs or (SUPPORTED in vs and NOT_SUPPORTED in vs):
+        return MIXED
     return INCONCLUSIVE
+
+
+def tally(verdicts) -> str:
+    """How the arms behind a combined verdict went, e.g. "3 supported, 1 not supported,
+    1 inconclusive" (empty for no arms)."""
+    order = (SUPPORTED, NOT_SUPPORTED, MIXED, INCONCLUSIVE, UNINFORMATIVE)
+    vs = list(verdicts)
+    return ", ".join(f"{vs.count(v)} {v}" for v in order if vs.count(v))
 
 
 # -- parameter counts (the "Recurrent Layers" notes) ------------------------------------

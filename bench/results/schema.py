@@ -10,9 +10,9 @@ Kinds of work (column ``kind``) and the metrics they carry:
   ``fwd+bwd``) — metric ``time_per_step_s``: ``value`` is the median
   seconds per time step, ``iqr`` its interquartile range, ``samples`` the raw
   per-step samples.
-* ``memory`` (pass ``fwd+bwd``) — metric ``peak_bytes``: extra peak memory of one forward+backward over
-  the whole sequence (CUDA: ``max_memory_allocated``; CPU: peak RSS growth of a fresh
-  process).
+* ``memory`` (pass ``fwd+bwd``) — metric ``peak_bytes``: extra peak memory of one
+  forward+backward over the whole sequence (CUDA: ``max_memory_allocated``; CPU: peak
+  RSS growth of a fresh process).
 * ``train`` — one row per final task metric (``sequence_accuracy``, ``bpc`` ...),
   with ``chance``, ``solved``, ``steps_to_solve``, ``higher_is_better``, ``primary``.
 * the learning curve: ``train`` rows with ``step`` set, one per (evaluation step,
@@ -66,7 +66,7 @@ COLUMNS: list[tuple[str, str, str]] = [
     ("steps_to_solve", "Int64", "training steps until solved, <NA> if never"),
     ("train_steps", "Int64", "training steps run"),
     ("train_settings", "string", "JSON of the effective training settings (train rows): "
-     "steps budget, lr, optimizer, batch, clip, preset, init, bias, max_time_s"),
+     "steps budget, lr, optimizer, batch, clip, preset, init, bias, max_time_s, eval_every, role"),
     ("wall_time_s", "float64", "wall time of the measurement"),
     # the trial's settings (what a row was measured with; None where they do not apply)
     ("optimizer", "string", "train: optimizer used (sgd, adam, rmsprop), after task defaults"),
