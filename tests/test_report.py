@@ -603,3 +603,13 @@ def test_learning_curves_get_a_panel_per_training_budget():
         ("binary_addition:bits=8", "rnn_tanh", 50000)]
     assert curve_panels(D.curve_rows(D.prepare(ten))) == [
         ("binary_addition:bits=8", "rnn_tanh", 10000)]
+
+
+def test_an_inconclusive_comparison_says_what_would_settle_it():
+    # five seeds straddling the 25 % line: ask for twice the seeds
+    straddle = V.fails([0.1, 0.35, 0.12, 0.33, 0.34], [1.0] * 5, 0.0, True)
+    assert straddle.verdict == V.INCONCLUSIVE
+    assert "leans to 'does not fail'" in straddle.reason
+    assert "at least 10 per side" in straddle.reason
+    ten = V.fails([0.1, 0.35, 0.12, 0.33, 0.34] * 2, [1.0] * 10, 0.0, True)
+    assert ten.verdict == V.INCONCLUSIVE and "at least 20 per side" in ten.reason

@@ -47,13 +47,18 @@ INCONCLUSIVE = "inconclusive"
 UNINFORMATIVE = "uninformative"
 # decided arms disagree: the claim holds in some settings (tasks, cells, budgets) only
 MIXED = "mixed"
-# an inconclusive comparison's last words: what run would settle it
-SETTLE = "more seeds (10 or more per side) would narrow the CI and settle it"
 
 FAIL_FRACTION = 0.25
 MATCH_MARGIN = 0.05
 MIN_SEEDS = 5
 FAR_FACTOR = 4.0  # "far fewer parameters": the other count is at least 4x larger
+
+
+def settle(n: int) -> str:
+    """An inconclusive comparison's last words: what run would settle it (a CI from
+    twice the seeds is about 1/sqrt(2) as wide)."""
+    return (f"rerun with more seeds (at least {max(2 * n, 2 * MIN_SEEDS)} per side) to "
+            "narrow the CI and settle it")
 
 
 @dataclass
@@ -107,7 +112,8 @@ def fails(x_values, full_values, chance: float, higher_is_better: bool) -> Compa
     else:
         lean = "fails" if out.fraction.estimate < FAIL_FRACTION else "does not fail"
         out.reason = (f"CI straddles {FAIL_FRACTION:.0%} of full's gain; the median "
-                      f"({out.fraction.estimate:.0%}) leans to '{lean}'; {SETTLE}")
+                      f"({out.fraction.estimate:.0%}) leans to '{lean}'; "
+                      f"{settle(min(len(gx), len(gf)))}")
     return _enough_seeds(out)
 
 
@@ -134,7 +140,7 @@ def matches(x_values, full_values, chance: float, higher_is_better: bool) -> Com
     else:
         lean = "matches" if diff.estimate >= -out.margin else "does not match"
         out.reason = (f"CI of the difference straddles −margin; the median leans to "
-                      f"'{lean}'; {SETTLE}")
+                      f"'{lean}'; {settle(min(len(gx), len(gf)))}")
     return _enough_seeds(out)
 
 
