@@ -130,3 +130,29 @@ def test_reference_report_is_where_make_bench_does_not_write():
     assert "docs/reference/REPORT.md" in README.read_text()
     assert (ROOT / "docs" / "reference" / "figures").is_dir()
 
+
+
+def _readme_summary() -> str:
+    text = README.read_text()
+    m = re.search(r"<!-- reference-summary -->\n(.*?)<!-- /reference-summary -->", text,
+                  flags=re.S)
+    assert m, "README.md lost its reference-summary block"
+    return m.group(1)
+
+
+def test_readme_summary_is_the_reference_report():
+    """The README's summary of the reference run: its answer paragraph and claims rows
+    are the report's own lines, and every number it quotes appears in the report."""
+    block, report = _readme_summary(), REFERENCE.read_text()
+    answer = [ln for ln in block.splitlines() if ln.startswith("**")]
+    assert answer and all(ln in report.splitlines() for ln in answer), answer
+    claims = [ln for ln in block.splitlines() if re.match(r"^\| \d+ \|", ln)]
+    table = [ln for ln in report.splitlines() if re.match(r"^\| \d+ \|", ln)]
+    reported = [ln for ln in table if ln.count("|") == 4]  # the claims table's rows
+    assert claims and claims == reported[:len(claims)] and len(claims) == 5, claims
+    number = r"(?<![\w.])\d[\d,]*(?:\.\d+)?(?![\d])"
+    prose = re.sub(r"^\| .*$", "", block, flags=re.M)
+    numbers = {n.rstrip(",") for n in re.findall(number, prose)}
+    reported = {n.rstrip(",") for n in re.findall(number, report)}
+    missing = sorted(numbers - reported)
+    assert not missing, f"README summary numbers not in the reference report: {missing}"
