@@ -406,6 +406,7 @@ def fig_learning_curves(df, styles, path, dpi):
     if hist.empty:
         return "no learning-curve rows"
     panels = curve_panels(hist)
+    split = len(panels) > len(_panels(hist))  # some task has several budgets: name them
     nr, nc = grid_shape(len(panels), 2)
     fig, axes = new_figure(nr, nc, 5.6 * nc, 3.8 * nr)
     for ax, (task_spec, cell, budget) in zip(axes.flat, panels, strict=False):
@@ -429,8 +430,7 @@ def fig_learning_curves(df, styles, path, dpi):
                        label="chance / trivial baseline")
         ax.set_xlabel("training step (optimizer updates)")
         ax.set_ylabel(_metric_label(sub))
-        steps = "" if budget is None or len(panels) == len(_panels(hist)) else \
-            f" · {int(budget):,} steps"
+        steps = f" · {budget:,} steps" if split and budget is not None else ""
         ax.set_title(f"{task_spec} · {cell} · H={req}{steps}")
     hide_unused(axes, len(panels))
     handles, names = unique_handles(axes.flat)
@@ -469,7 +469,7 @@ def lookback_table(df) -> pd.DataFrame:
             continue
         per_t = g.groupby("seq_len")["solved"].mean()
         solved_ts = per_t[per_t >= 0.5].index
-        out.append({"task": task, "label": lab,
+        out.append({"task": task, "label": lab, "cells": ", ".join(sorted(g["cell"].unique())),
                     "longest_solved": int(max(solved_ts)) if len(solved_ts) else 0,
                     "longest_tried": int(g["seq_len"].max()),
                     "seeds": int(g["seed"].nunique())})

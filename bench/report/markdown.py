@@ -163,12 +163,12 @@ def lookback_section(df: pd.DataFrame) -> list[str]:
     table = lookback_table(df)
     if table.empty:
         return []
-    rows = D.train_rows(df, lookback=True)
     tried = []
     for task in sorted(table["task"].unique()):
-        sub = rows[rows["task"] == task]
+        cells = sorted({c for cs in table.loc[table["task"] == task, "cells"]
+                        for c in cs.split(", ")})
         ts = ", ".join(str(t) for t in sorted(lookback_lengths(df, task)))
-        tried.append(f"{task} ({', '.join(sorted(sub['cell'].unique()))}; T = {ts})")
+        tried.append(f"{task} ({', '.join(cells)}; T = {ts})")
     lines = ["### Lookback: longest T solved (at least half the seeds)", "",
              "Lengths tried: " + "; ".join(tried) + ". A length counts as solved when at "
              "least half the seeds met the task's solve rule (its `solved` column) within "
