@@ -261,14 +261,18 @@ def test_cuda_keeps_the_eager_path():
     assert not ran_kernel(out)
 
 
-@pytest.mark.parametrize("spec,asked,ran", [
-    ("diagonal", None, "fused"), ("diagonal", "eager", "eager"),
-    ("block_shuffle:groups=2", "fused", "eager"),  # no fused plan: rows must say eager
+@pytest.mark.parametrize("spec,asked,ran,planless", [
+    ("diagonal", None, "fused", False), ("diagonal", "eager", "eager", False),
+    ("block_shuffle:groups=2", "fused", "fused", False),
+    # a structure without a fused plan (a plugin's, say): rows must say eager
+    ("block_shuffle:groups=2", "fused", "eager", True),
 ])
-def test_rows_record_the_implementation_that_ran(spec, asked, ran):
+def test_rows_record_the_implementation_that_ran(spec, asked, ran, planless, monkeypatch):
     from connbench.measure.rows import accounting
 
     model = SequenceModel(2, 8, 1, "rnn_tanh", spec, implementation=asked)
+    if planless:
+        monkeypatch.setattr(type(model.layers[0][0].rec), "fused_plan", lambda self: None)
     assert accounting(model, 4)["implementation"] == ran
 
 

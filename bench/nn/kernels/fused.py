@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import torch
@@ -32,7 +32,7 @@ ACT_CODES = {"tanh": 0, "relu": 1, "sigmoid": 2}  # connbench::Act
 # gates·H) tensor that a separate matmul wrote: at F = 1 and H = 2048 that tensor is
 # 26 MB written, read, and in the backward written and read twice more.
 PROJECT_IN_KERNEL = 16
-PLAIN_KINDS = ("dense", "lowrank")  # matrix plans whose state is plain (B, H) rows
+PLAIN_KINDS = ("dense", "lowrank", "csr")  # matrix plans whose state is plain (B, H) rows
 
 _local = threading.local()
 
@@ -76,14 +76,19 @@ class ElementwisePlan:
 class MatrixPlan:
     """Operands of one step's product h·W (``forward``) and of g·Wᵀ (``backward``).
 
-    ``kind`` names the product in matrix.cpp (dense, block, lowrank, monarch); the
+    ``kind`` names the product in matrix.cpp (dense, block, shuffle, csr, lowrank,
+    monarch); the
     operands are detached, formed once per sequence. Weight gradients come from one
-    batched call of the structure's own ``stepper()`` over all steps.
+    batched call of the structure's own ``stepper()`` over all steps, or from
+    ``weight_grads(prev, g)`` where the structure has a faster way: given every step's
+    h_{t−1} rows (M, H) and d(h·W) rows (M, gates·H), it returns the gradients of the
+    structure's parameters, in ``parameters()`` order.
     """
 
     kind: str
     forward: tuple[torch.Tensor, ...]
     backward: tuple[torch.Tensor, ...]
+    weight_grads: Callable[[torch.Tensor, torch.Tensor], list[torch.Tensor]] | None = None
 
 
 def plan_for(cell) -> ElementwisePlan | MatrixPlan | None:
@@ -188,7 +193,8 @@ class _MatrixSequence(torch.autograd.Function):
             gout, hs, saved, cs, plan.kind, list(plan.backward), cell, act, b)
         params = list(rec.parameters())
         wanted = [p for p, need in zip(params, ctx.needs_input_grad[9:], strict=True) if need]
-        grads = dict(zip(map(id, wanted), weight_grads(rec, hs, drecs, wanted), strict=True))
+        grads = dict(zip(map(id, wanted), weight_grads(rec, plan, hs, drecs, wanted),
+                         strict=True))
         dinputs = dweight = dbias = None
         if projected:  # u = x·Wᵀ + b: as torch.nn.functional.linear's backward
             flat = dus.reshape(-1, dus.shape[-1])
@@ -201,13 +207,14 @@ class _MatrixSequence(torch.autograd.Function):
                 None, None, None, *(grads.get(id(p)) for p in params))
 
 
-def weight_grads(rec, hs: torch.Tensor, drecs: torch.Tensor,
+def weight_grads(rec, plan: MatrixPlan, hs: torch.Tensor, drecs: torch.Tensor,
                  params: list[torch.Tensor]) -> list[torch.Tensor | None]:
     """Gradients of the structure's parameters: Σ_t over the products h_{t−1}·W.
 
-    One batched call of the structure's own (eager) step over all (T−1)·B rows, so the
-    reduction over time is one GEMM / bmm, and a structure's weight gradient is
-    right by construction as soon as its eager step is.
+    The plan's own ``weight_grads`` where it has one; otherwise one batched call of the
+    structure's own (eager) step over all (T−1)·B rows, so the reduction over time is
+    one GEMM / bmm, and a structure's weight gradient is right by construction as soon
+    as its eager step is.
     """
     if not params:
         return []
@@ -216,8 +223,11 @@ def weight_grads(rec, hs: torch.Tensor, drecs: torch.Tensor,
         return [torch.zeros_like(p) for p in params]
     prev = rec.from_state(hs[:-1])  # (T-1, B, H)
     g = rec.from_gates(drecs[1:])  # (T-1, B, gates·H)
-    prev = rec.to_state(prev.reshape(-1, prev.shape[-1]))
-    g = rec.to_gates(g.reshape(-1, g.shape[-1]))
+    prev, g = prev.reshape(-1, prev.shape[-1]), g.reshape(-1, g.shape[-1])
+    if plan.weight_grads is not None:
+        own = dict(zip(map(id, rec.parameters()), plan.weight_grads(prev, g), strict=True))
+        return [own[id(p)] for p in params]
+    prev, g = rec.to_state(prev), rec.to_gates(g)
     with torch.enable_grad():
         y = rec.stepper()(prev, None)
         grads = torch.autograd.grad(y, params, g, allow_unused=True)

@@ -18,6 +18,7 @@
 #include <dlfcn.h>
 #include <torch/library.h>
 
+#include <cstdlib>
 #include <memory>
 #include <string>
 #include <vector>
@@ -77,6 +78,194 @@ struct PackedB {
   }
 };
 
+// Channel shuffle between block products (block_shuffle): dst[g', b, p] =
+// src[f / gn, b, f % gn] with f = idx[g'·gn + p], states in the (G, B, gn) layout.
+// `off` caches f's offset without the batch term, built once per sequence.
+template <class T>
+void gather_groups(const T* __restrict src, T* __restrict dst, const int64_t* off, int64_t G,
+                   int64_t B, int64_t gn) {
+  for (int64_t g = 0; g < G; ++g)
+    for (int64_t b = 0; b < B; ++b) {
+      T* d = dst + (g * B + b) * gn;
+      const int64_t* o = off + g * gn;
+      const T* s = src + b * gn;
+      for (int64_t p = 0; p < gn; ++p) d[p] = s[o[p]];
+    }
+}
+
+// Sparse products (random's CSR plan). GCC's vector extension spells out the vectors:
+// left to itself, gcc vectorises the loop over a row's nonzeros with gathers, 8–15×
+// slower than one vector multiply-add per nonzero over a contiguous batch chunk.
+template <class T> struct VecOf;
+template <> struct VecOf<float> { typedef float type __attribute__((vector_size(64))); };
+template <> struct VecOf<double> { typedef double type __attribute__((vector_size(64))); };
+template <class T> using Vec = typename VecOf<T>::type;
+template <class T> constexpr int64_t kLanes = sizeof(Vec<T>) / sizeof(T);
+template <class T> CB_INLINE Vec<T> vload(const T* p) {
+  Vec<T> v;
+  __builtin_memcpy(&v, p, sizeof v);
+  return v;
+}
+template <class T> int64_t padded(int64_t n) { return (n + kLanes<T> - 1) / kLanes<T> * kLanes<T>; }
+
+// A buffer on a cache-line boundary: a vector load across two lines costs two (the
+// CSR product ran 1.7× slower from a 16-byte aligned std::vector)
+template <class T>
+struct Aligned {
+  T* ptr;
+  explicit Aligned(int64_t n)
+      : ptr(static_cast<T*>(std::aligned_alloc(64, (n * sizeof(T) + 63) / 64 * 64))) {
+    TORCH_CHECK(ptr, "connbench: out of memory for a ", n, "-element buffer");
+  }
+  ~Aligned() { std::free(ptr); }
+  Aligned(const Aligned&) = delete;
+  Aligned& operator=(const Aligned&) = delete;
+  T* data() const { return ptr; }
+};
+
+// dst[j, m] = src[m, j] for src (M, K) and dst (K, ld); the rows of src stay in L1
+// for a cache line's worth of columns, the writes are contiguous (writing by rows of
+// src instead, one store per cache line, took 2–3× the time of the product itself)
+template <class T>
+void transpose(const T* __restrict src, int64_t M, int64_t K, T* __restrict dst, int64_t ld) {
+  constexpr int64_t kCols = 64 / sizeof(T);
+  for (int64_t j0 = 0; j0 < K; j0 += kCols)
+    for (int64_t m0 = 0; m0 < M; m0 += kCols)
+      for (int64_t j = j0; j < std::min(K, j0 + kCols); ++j)
+        for (int64_t m = m0; m < std::min(M, m0 + kCols); ++m) dst[j * ld + m] = src[m * K + j];
+}
+
+// s[0 : NV·lanes] += Σ_nz val[nz] · hT[col[nz], b0 : b0 + NV·lanes] over one CSR row
+// (s aligned); the sums stay in registers over the row's nonzeros
+template <class T, int NV>
+CB_INLINE void csr_row(const int64_t* col, const T* val, int64_t s, int64_t e, const T* hT,
+                       int64_t ld_h, int64_t b0, T* sums) {
+  if (s == e) return;
+  // two nonzeros per iteration into two sets of sums: one chain of dependent
+  // multiply-adds per vector would wait on the FMA latency
+  Vec<T> a[NV], b[NV];
+  for (int v = 0; v < NV; ++v) {
+    a[v] = vload(sums + v * kLanes<T>);
+    b[v] = Vec<T>{};
+  }
+  int64_t nz = s;
+  for (; nz + 1 < e; nz += 2) {
+    const T w0 = val[nz], w1 = val[nz + 1];
+    const T* h0 = hT + col[nz] * ld_h + b0;
+    const T* h1 = hT + col[nz + 1] * ld_h + b0;
+    for (int v = 0; v < NV; ++v) {
+      a[v] += w0 * vload(h0 + v * kLanes<T>);
+      b[v] += w1 * vload(h1 + v * kLanes<T>);
+    }
+  }
+  if (nz < e) {
+    const T* h0 = hT + col[nz] * ld_h + b0;
+    for (int v = 0; v < NV; ++v) a[v] += val[nz] * vload(h0 + v * kLanes<T>);
+  }
+  for (int v = 0; v < NV; ++v) {
+    a[v] += b[v];
+    __builtin_memcpy(sums + v * kLanes<T>, &a[v], sizeof a[v]);
+  }
+}
+
+// Σ of a vector's lanes, halving with shuffles (a scalar loop over 16 lanes cost more
+// than the 128-long dot it finishes)
+CB_INLINE float hsum(Vec<float> v) {
+  typedef float V8 __attribute__((vector_size(32)));
+  typedef float V4 __attribute__((vector_size(16)));
+  const V8 a = __builtin_shufflevector(v, v, 0, 1, 2, 3, 4, 5, 6, 7) +
+               __builtin_shufflevector(v, v, 8, 9, 10, 11, 12, 13, 14, 15);
+  const V4 b = __builtin_shufflevector(a, a, 0, 1, 2, 3) + __builtin_shufflevector(a, a, 4, 5, 6, 7);
+  return (b[0] + b[2]) + (b[1] + b[3]);
+}
+CB_INLINE double hsum(Vec<double> v) {  // fp64: the gradcheck path
+  double s = 0;
+  for (int l = 0; l < 8; ++l) s += v[l];
+  return s;
+}
+
+// The sparse operands are CSR over column blocks: the nonzeros ordered by (column
+// block, row, column), crow (nblocks·rows + 1) giving row i of block c the range
+// crow[c·rows + i] .. crow[c·rows + i + 1]. Going through A one column block at a time
+// keeps the rows of hT that a block reads in L1 (at 128 columns and B = 32: 16 KB)
+// instead of streaming all of hT from L2 for every row.
+CB_INLINE int64_t column_blocks(int64_t crow_size, int64_t rows) {
+  TORCH_CHECK(rows > 0 && (crow_size - 1) % rows == 0, "csr: crow of ", crow_size,
+              " entries does not cover ", rows, " rows in whole column blocks");
+  return (crow_size - 1) / rows;
+}
+
+// out (B, rows) (+)= h (B, K) · Aᵀ for A (rows, K) in blocked CSR (see above). h is
+// first transposed into hT (K, Bp), the batch padded with zeros to whole vectors, so
+// every nonzero is one multiply-add of a contiguous batch chunk; the sums of a row
+// live in sT (rows, Bp) between column blocks. Measured single-threaded at H = 2048,
+// density 0.1, B = 32: 0.5 ms unblocked against 4.4 ms for a scalar batch loop.
+template <class T>
+void csr_mm(const int64_t* crow, int64_t crow_size, const int64_t* col, const T* val,
+            int64_t rows, const T* __restrict h, int64_t B, int64_t K, T* __restrict hT,
+            T* __restrict sT, T* out, bool accumulate) {
+  constexpr int64_t L = kLanes<T>;
+  const int64_t Bp = padded<T>(B), nblocks = column_blocks(crow_size, rows);
+  transpose(h, B, K, hT, Bp);
+  const int64_t per_row = std::max<int64_t>(1, (crow[nblocks * rows] / rows) * B);
+  at::parallel_for(0, rows, std::max<int64_t>(1, 32768 / per_row), [&](int64_t r0, int64_t r1) {
+    std::fill(sT + r0 * Bp, sT + r1 * Bp, T(0));
+    for (int64_t c = 0; c < nblocks; ++c) {
+      const int64_t* cr = crow + c * rows;
+      for (int64_t i = r0; i < r1; ++i) {
+        T* si = sT + i * Bp;
+        int64_t b0 = 0;
+        for (; b0 + 2 * L <= Bp; b0 += 2 * L) csr_row<T, 2>(col, val, cr[i], cr[i + 1], hT, Bp, b0, si + b0);
+        if (b0 < Bp) csr_row<T, 1>(col, val, cr[i], cr[i + 1], hT, Bp, b0, si + b0);
+      }
+    }
+    for (int64_t i = r0; i < r1; ++i)
+      for (int64_t b = 0; b < B; ++b) {
+        T& o = out[b * rows + i];
+        o = (accumulate ? o : T(0)) + sT[i * Bp + b];
+      }
+  });
+}
+
+// The gradient of A's stored values for out = h·Aᵀ summed over M rows (a sampled
+// dense-dense product): dval[nz] = Σ_m g[m, i]·h[m, col[nz]] for the nonzeros of row i.
+// The M rows go in tiles of kTile, transposed, so each nonzero is one kTile-long dot
+// of row i of gT (in registers) and a contiguous row of hT; a thread owns whole CSR
+// rows, so no two threads write one value.
+template <class T>
+void csr_value_grad(const int64_t* crow, int64_t crow_size, const int64_t* col, int64_t rows,
+                    const T* h, const T* g, int64_t M, int64_t K, T* dval) {
+  constexpr int64_t L = kLanes<T>, kTile = 128, NV = kTile / L;
+  const int64_t nblocks = column_blocks(crow_size, rows);
+  Aligned<T> hT(K * kTile), gT(rows * kTile);
+  const int64_t per_row = std::max<int64_t>(1, (crow[nblocks * rows] / rows) * kTile);
+  for (int64_t m0 = 0; m0 < M; m0 += kTile) {
+    const int64_t mt = std::min(kTile, M - m0);
+    if (mt < kTile) {  // the last tile: rows past M stay zero
+      std::fill(hT.data(), hT.data() + K * kTile, T(0));
+      std::fill(gT.data(), gT.data() + rows * kTile, T(0));
+    }
+    transpose(h + m0 * K, mt, K, hT.data(), kTile);
+    transpose(g + m0 * rows, mt, rows, gT.data(), kTile);
+    at::parallel_for(0, rows, std::max<int64_t>(1, 32768 / per_row), [&](int64_t r0, int64_t r1) {
+      Vec<T> gi[NV];
+      for (int64_t c = 0; c < nblocks; ++c) {
+        const int64_t* cr = crow + c * rows;
+        for (int64_t i = r0; i < r1; ++i) {
+          if (cr[i] == cr[i + 1]) continue;
+          for (int64_t v = 0; v < NV; ++v) gi[v] = vload(gT.data() + i * kTile + v * L);
+          for (int64_t nz = cr[i]; nz < cr[i + 1]; ++nz) {
+            const T* hj = hT.data() + col[nz] * kTile;
+            Vec<T> a = gi[0] * vload(hj);
+            for (int64_t v = 1; v < NV; ++v) a += gi[v] * vload(hj + v * L);
+            dval[nz] += hsum(a);
+          }
+        }
+      }
+    });
+  }
+}
+
 // The product h·W of one step, and its transpose g·Wᵀ, for each kind of plan.
 // `ops` are the operands the structure prepared once per sequence (see fused_plan()).
 struct Product {
@@ -84,6 +273,8 @@ struct Product {
   std::vector<at::Tensor> ops;
   at::Tensor tmp1, tmp2, tmp3;  // per-sequence scratch, allocated on first use
   std::unique_ptr<PackedB> packed;  // dense: the one operand, packed on first use
+  std::vector<int64_t> offsets;  // shuffle: source offsets of the gather, for one batch size
+  int64_t offsets_batch = -1;
 
   // the packed operand for a dense product with h's rows, or null (use at::mm_out)
   const PackedB* pack_for(const at::Tensor& h) {
@@ -99,6 +290,12 @@ struct Product {
       else at::mm_out(out, h, ops[0]);
     } else if (kind == "block") {  // ops: w (G, n, gates·n); state (G, B, n)
       at::bmm_out(out, h, ops[0]);
+    } else if (kind == "shuffle") {  // ops: w (G, n, gates·n), gather index (G·gates·n)
+      scratch(tmp1, out.sizes(), h);
+      at::bmm_out(tmp1, h, ops[0]);
+      gather(tmp1, out, ops[1]);
+    } else if (kind == "csr") {  // ops: Wᵀ (gates·H, H) as CSR crow, col, values
+      sparse(ops[0], ops[1], ops[2], h, out, false);
     } else if (kind == "lowrank") {  // ops: U (H, r), V (r, gates·H)
       scratch(tmp1, {h.size(0), ops[0].size(1)}, h);
       at::mm_out(tmp1, h, ops[0]);
@@ -115,7 +312,7 @@ struct Product {
       out.view({nh, B, G, nl}).copy_(tmp3.view({G, nl, B, nh}).permute({3, 2, 0, 1}));
     } else {
       TORCH_CHECK(false, "fused matrix kernel: unknown plan kind '", kind,
-                  "'; allowed: dense, block, lowrank, monarch");
+                  "'; allowed: dense, block, shuffle, csr, lowrank, monarch");
     }
   }
 
@@ -128,6 +325,12 @@ struct Product {
       const bool b = kind == "block";
       if (!accumulate) b ? (void)at::bmm_out(out, g, ops[0]) : (void)at::mm_out(out, g, ops[0]);
       else b ? (void)out.baddbmm_(g, ops[0]) : (void)out.addmm_(g, ops[0]);
+    } else if (kind == "shuffle") {  // ops: wᵀ (G, gates·n, n), the inverse gather index
+      scratch(tmp2, g.sizes(), g);
+      gather(g, tmp2, ops[1]);
+      accumulate ? (void)out.baddbmm_(tmp2, ops[0]) : (void)at::bmm_out(out, tmp2, ops[0]);
+    } else if (kind == "csr") {  // ops: W (H, gates·H) as CSR crow, col, values
+      sparse(ops[0], ops[1], ops[2], g, out, accumulate);
     } else if (kind == "lowrank") {  // ops: Vᵀ (gates·H, r), Uᵀ (r, H)
       scratch(tmp1, {g.size(0), ops[0].size(1)}, g);
       at::mm_out(tmp1, g, ops[0]);
@@ -143,6 +346,36 @@ struct Product {
       tmp1.view({nh, B, G, nl}).copy_(tmp2.view({G, nl, B, nh}).permute({3, 2, 0, 1}));
       accumulate ? (void)out.baddbmm_(tmp1, ops[1]) : (void)at::bmm_out(out, tmp1, ops[1]);
     }
+  }
+
+  // dst = src shuffled by `index` (see gather_groups); src, dst (G, B, gn) contiguous
+  void gather(const at::Tensor& src, at::Tensor& dst, const at::Tensor& index) {
+    const int64_t G = src.size(0), B = src.size(1), gn = src.size(2);
+    if (offsets.size() != static_cast<size_t>(G * gn) || offsets_batch != B) {
+      const int64_t* idx = index.data_ptr<int64_t>();
+      offsets.resize(G * gn);
+      for (int64_t q = 0; q < G * gn; ++q) offsets[q] = (idx[q] / gn) * B * gn + idx[q] % gn;
+      offsets_batch = B;
+    }
+    AT_DISPATCH_FLOATING_TYPES(src.scalar_type(), "connbench_gather", [&] {
+      gather_groups(src.data_ptr<scalar_t>(), dst.data_ptr<scalar_t>(), offsets.data(), G, B,
+                    gn);
+    });
+  }
+
+  // out (+)= h · Aᵀ for A in blocked CSR (see csr_mm); h (B, K), out (B, rows) contiguous
+  void sparse(const at::Tensor& crow, const at::Tensor& col, const at::Tensor& val,
+              const at::Tensor& h, at::Tensor& out, bool accumulate) {
+    const int64_t B = h.size(0), K = h.size(1), rows = out.size(1);
+    const int64_t Bp = h.scalar_type() == at::kDouble ? padded<double>(B) : padded<float>(B);
+    scratch(tmp1, {K, Bp}, h);  // at::empty: aligned to 64 bytes, as the loads want
+    scratch(tmp2, {rows, Bp}, h);
+    AT_DISPATCH_FLOATING_TYPES(h.scalar_type(), "connbench_csr", [&] {
+      csr_mm(crow.data_ptr<int64_t>(), crow.numel(), col.data_ptr<int64_t>(),
+             val.data_ptr<scalar_t>(), rows, h.data_ptr<scalar_t>(), B, K,
+             tmp1.data_ptr<scalar_t>(), tmp2.data_ptr<scalar_t>(), out.data_ptr<scalar_t>(),
+             accumulate);
+    });
   }
 
   static void scratch(at::Tensor& t, at::IntArrayRef sizes, const at::Tensor& like) {
@@ -168,9 +401,10 @@ std::vector<at::Tensor> forward(const at::Tensor& us_in, std::string kind,
   const int64_t GK = I ? wx.size(1) : us.size(-1);
   TORCH_CHECK(us.dim() >= 3 && GK % gates == 0,
               "fused matrix kernel: us must be (T, …, B, gates*k), got ", us.sizes());
-  TORCH_CHECK(!I || (us.dim() == 3 && us.size(2) == I && (kind == "dense" || kind == "lowrank")),
+  const bool plain = kind == "dense" || kind == "lowrank" || kind == "csr";
+  TORCH_CHECK(!I || (us.dim() == 3 && us.size(2) == I && plain),
               "fused matrix kernel: x ", us.sizes(), " and wx ", wx.sizes(),
-              " (the kernel projects only for dense and lowrank plans)");
+              " (the kernel projects only for dense, lowrank and csr plans)");
   const int64_t T_ = us.size(0), k = GK / gates;
   const int64_t R = I ? us.size(1) : us[0].numel() / GK;
   std::vector<int64_t> state_sizes(us.sizes().begin(), us.sizes().end());
@@ -270,6 +504,24 @@ std::vector<at::Tensor> backward(const at::Tensor& gout_in, const at::Tensor& hs
   return {dus, drecs, dbhn};
 }
 
+// d values of A (rows, K) in CSR for out = h·Aᵀ, summed over the rows of h (M, K) and
+// g = d out (M, rows): the weight gradient of a csr plan over a whole sequence.
+at::Tensor csr_value_grad_op(const at::Tensor& crow_in, const at::Tensor& col_in,
+                             const at::Tensor& h_in, const at::Tensor& g_in) {
+  const at::Tensor crow = crow_in.contiguous(), col = col_in.contiguous();
+  const at::Tensor h = h_in.contiguous(), g = g_in.contiguous();
+  const int64_t rows = g.size(-1);
+  TORCH_CHECK(h.dim() == 2 && g.dim() == 2 && h.size(0) == g.size(0),
+              "csr_value_grad: h ", h.sizes(), " and g ", g.sizes(), " differ in rows");
+  auto dval = at::zeros({col.numel()}, h.options());
+  AT_DISPATCH_FLOATING_TYPES(h.scalar_type(), "connbench_csr_value_grad", [&] {
+    csr_value_grad(crow.data_ptr<int64_t>(), crow.numel(), col.data_ptr<int64_t>(), rows,
+                   h.data_ptr<scalar_t>(), g.data_ptr<scalar_t>(), h.size(0), h.size(1),
+                   dval.data_ptr<scalar_t>());
+  });
+  return dval;
+}
+
 }  // namespace
 }  // namespace connbench
 
@@ -280,4 +532,6 @@ TORCH_LIBRARY_FRAGMENT(connbench, m) {
   m.def("matrix_backward(Tensor gout, Tensor hs, Tensor saved, Tensor cs, str kind, "
         "Tensor[] ops, int cell, int act, Tensor bhn) -> Tensor[]",
         &connbench::backward);
+  m.def("csr_value_grad(Tensor crow, Tensor col, Tensor h, Tensor g) -> Tensor",
+        &connbench::csr_value_grad_op);
 }

@@ -146,6 +146,8 @@ class BlockShuffleStructure(BlockStructure):
         old = perm[gp * n + m]
         flat = (old // n) * gates * n + c * n + old % n
         self.register_buffer("gather_index", flat.reshape(-1), persistent=False)
+        # the gather's inverse (a shuffle is a bijection): the backward's index
+        self.register_buffer("scatter_index", torch.argsort(flat.reshape(-1)), persistent=False)
 
     def dense(self):
         H = self.hidden
@@ -160,7 +162,9 @@ class BlockShuffleStructure(BlockStructure):
                          dim=1)
 
     def fused_plan(self):
-        return None  # the shuffle has no fused product yet: eager (docs/perf.md)
+        w = self.weight.detach()
+        return MatrixPlan("shuffle", (w, self.gather_index),
+                          (w.transpose(1, 2).contiguous(), self.scatter_index))
 
     def stepper(self):
         w, idx = self.weight, self.gather_index
