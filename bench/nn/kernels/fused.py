@@ -81,14 +81,18 @@ class MatrixPlan:
     operands are detached, formed once per sequence. Weight gradients come from one
     batched call of the structure's own ``stepper()`` over all steps, or from
     ``weight_grads(prev, g)`` where the structure has a faster way: given every step's
-    h_{t−1} rows (M, H) and d(h·W) rows (M, gates·H), it returns the gradients of the
-    structure's parameters, in ``parameters()`` order.
+    h_{t−1} and d(h·W) as one state and one gate layout of batch M = (T−1)·B (see
+    ``Structure.steps_as_rows``), it returns the gradients of the structure's
+    parameters, in ``parameters()`` order.
     """
 
     kind: str
     forward: tuple[torch.Tensor, ...]
     backward: tuple[torch.Tensor, ...]
     weight_grads: Callable[[torch.Tensor, torch.Tensor], list[torch.Tensor]] | None = None
+    # where the kernel sums its forward operands' gradients over the steps itself
+    # (monarch): those gradients, in ``forward`` order -> the parameters' gradients
+    operand_grads: Callable[[list[torch.Tensor]], list[torch.Tensor]] | None = None
 
 
 def plan_for(cell) -> ElementwisePlan | MatrixPlan | None:
@@ -177,24 +181,28 @@ class _MatrixSequence(torch.autograd.Function):
     @staticmethod
     def forward(ctx, rec, plan, inputs, weight, bias, bhn, need_grad, cell, act, *params):
         b, wx, bx = _operands(inputs, weight, bias, bhn)
-        hs, saved, cs = build.load().matrix_forward(inputs, plan.kind, list(plan.forward), cell,
-                                                    act, b, need_grad, wx, bx)
+        hs, saved, cs, inters = build.load().matrix_forward(
+            inputs, plan.kind, list(plan.forward), cell, act, b, need_grad, wx, bx)
         x = inputs if weight is not None else _empty(inputs)
-        ctx.save_for_backward(hs, saved, cs, b, x, weight if weight is not None else x)
+        ctx.save_for_backward(hs, saved, cs, b, x, weight if weight is not None else x, inters)
         ctx.meta = (rec, plan, cell, act, bhn is not None, weight is not None,
                     bias is not None)
         return hs
 
     @staticmethod
     def backward(ctx, gout):
-        hs, saved, cs, b, x, weight = ctx.saved_tensors
+        hs, saved, cs, b, x, weight, inters = ctx.saved_tensors
         rec, plan, cell, act, has_bhn, projected, has_bias = ctx.meta
-        dus, drecs, dbhn = build.load().matrix_backward(
-            gout, hs, saved, cs, plan.kind, list(plan.backward), cell, act, b)
+        dus, drecs, dbhn, *dops = build.load().matrix_backward(
+            gout, hs, saved, cs, plan.kind, list(plan.backward), cell, act, b, inters)
         params = list(rec.parameters())
         wanted = [p for p, need in zip(params, ctx.needs_input_grad[9:], strict=True) if need]
-        grads = dict(zip(map(id, wanted), weight_grads(rec, plan, hs, drecs, wanted),
-                         strict=True))
+        if dops:  # the kernel summed its operands' gradients over the steps
+            own = dict(zip(map(id, params), plan.operand_grads(dops), strict=True))
+            grads = {id(p): own[id(p)] for p in wanted}
+        else:
+            grads = dict(zip(map(id, wanted), weight_grads(rec, plan, hs, drecs, wanted),
+                             strict=True))
         dinputs = dweight = dbias = None
         if projected:  # u = x·Wᵀ + b: as torch.nn.functional.linear's backward
             flat = dus.reshape(-1, dus.shape[-1])
@@ -221,13 +229,11 @@ def weight_grads(rec, plan: MatrixPlan, hs: torch.Tensor, drecs: torch.Tensor,
     T = hs.shape[0]
     if T == 1:  # h_{-1} = 0: W never acted on anything
         return [torch.zeros_like(p) for p in params]
-    prev = rec.from_state(hs[:-1])  # (T-1, B, H)
-    g = rec.from_gates(drecs[1:])  # (T-1, B, gates·H)
-    prev, g = prev.reshape(-1, prev.shape[-1]), g.reshape(-1, g.shape[-1])
+    prev = rec.steps_as_rows(hs[:-1])  # the state layout, batch (T−1)·B
+    g = rec.steps_as_rows(drecs[1:], gates=True)
     if plan.weight_grads is not None:
         own = dict(zip(map(id, rec.parameters()), plan.weight_grads(prev, g), strict=True))
         return [own[id(p)] for p in params]
-    prev, g = rec.to_state(prev), rec.to_gates(g)
     with torch.enable_grad():
         y = rec.stepper()(prev, None)
         grads = torch.autograd.grad(y, params, g, allow_unused=True)

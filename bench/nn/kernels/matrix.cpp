@@ -275,6 +275,13 @@ struct Product {
   std::unique_ptr<PackedB> packed;  // dense: the one operand, packed on first use
   std::vector<int64_t> offsets;  // shuffle: source offsets of the gather, for one batch size
   int64_t offsets_batch = -1;
+  // monarch, when a backward is to come: `inter` is where the forward keeps this step's
+  // first product, permuted (G·nl, B, nh), and where the backward reads it; `hprev` is
+  // h_{t−1}; `dops` accumulate the gradients of the forward operands W1, W2 over the
+  // steps, each step's two small bmm's while its operands are in cache (one batched
+  // product over all steps afterwards spent 70 % of its time permuting 26 MB tensors)
+  at::Tensor inter, hprev;
+  std::vector<at::Tensor> dops;
 
   // the packed operand for a dense product with h's rows, or null (use at::mm_out)
   const PackedB* pack_for(const at::Tensor& h) {
@@ -306,9 +313,10 @@ struct Product {
       scratch(tmp1, {nh, B, Gnl}, h);
       scratch(tmp2, {Gnl, B, nh}, h);
       scratch(tmp3, {Gnl, B, nh}, h);
+      at::Tensor y1 = inter.defined() ? inter : tmp2;
       at::bmm_out(tmp1, h, ops[0]);
-      tmp2.view({G, nl, B, nh}).copy_(tmp1.view({nh, B, G, nl}).permute({2, 3, 1, 0}));
-      at::bmm_out(tmp3, tmp2, ops[1]);
+      y1.view({G, nl, B, nh}).copy_(tmp1.view({nh, B, G, nl}).permute({2, 3, 1, 0}));
+      at::bmm_out(tmp3, y1, ops[1]);
       out.view({nh, B, G, nl}).copy_(tmp3.view({G, nl, B, nh}).permute({3, 2, 0, 1}));
     } else {
       TORCH_CHECK(false, "fused matrix kernel: unknown plan kind '", kind,
@@ -345,6 +353,13 @@ struct Product {
       at::bmm_out(tmp2, tmp3, ops[0]);
       tmp1.view({nh, B, G, nl}).copy_(tmp2.view({G, nl, B, nh}).permute({3, 2, 0, 1}));
       accumulate ? (void)out.baddbmm_(tmp1, ops[1]) : (void)at::bmm_out(out, tmp1, ops[1]);
+      if (inter.defined()) {  // d W2 += y1ᵀ·dz, d W1 += h_{t−1}ᵀ·dy1 (this step's share)
+        if (dops.empty()) {
+          dops = {at::zeros({nh, nl, Gnl}, g.options()), at::zeros({Gnl, nh, nh}, g.options())};
+        }
+        dops[1].baddbmm_(inter.transpose(1, 2), tmp3);
+        dops[0].baddbmm_(hprev.transpose(1, 2), tmp1);
+      }
     }
   }
 
@@ -416,6 +431,10 @@ std::vector<at::Tensor> forward(const at::Tensor& us_in, std::string kind,
   auto zeros = at::zeros({R, k}, us.options());
   const at::Tensor bhn = bhn_in.numel() ? bhn_in.contiguous() : bhn_in;
   Product prod{kind, ops};
+  // monarch keeps each step's permuted first product for the backward's weight grads
+  const bool keep = need_grad && kind == "monarch";
+  auto inters = keep ? at::empty({T_, ops[0].size(2), us.size(-2), us.size(1)}, us.options())
+                     : at::empty({0}, us.options());
   AT_DISPATCH_FLOATING_TYPES(us.scalar_type(), "connbench_matrix_forward", [&] {
     using T = scalar_t;
     const int64_t S = saved_per_unit(cell) * k;
@@ -432,6 +451,7 @@ std::vector<at::Tensor> forward(const at::Tensor& us_in, std::string kind,
     for (int64_t t = 0; t < T_; ++t) {
       if (t) {
         at::Tensor rt = rec;
+        if (keep) prod.inter = inters[t];
         prod.forward(hs[t - 1], rt);
       } else {
         rec.zero_();
@@ -456,14 +476,15 @@ std::vector<at::Tensor> forward(const at::Tensor& us_in, std::string kind,
       });
     }
   });
-  return {hs, saved, cs};
+  return {hs, saved, cs, inters};
 }
 
-// Returns (d us, d(h_{t-1}·W) for every step, d b_hn per row).
+// Returns (d us, d(h_{t-1}·W) for every step, d b_hn per row), then, where the forward
+// kept `inters` (monarch), the gradients of its operands W1, W2 summed over the steps.
 std::vector<at::Tensor> backward(const at::Tensor& gout_in, const at::Tensor& hs,
                                  const at::Tensor& saved, const at::Tensor& cs, std::string kind,
                                  std::vector<at::Tensor> ops, int64_t cell, int64_t act,
-                                 const at::Tensor& bhn) {
+                                 const at::Tensor& bhn, const at::Tensor& inters) {
   const at::Tensor gout = gout_in.contiguous();
   const int64_t gates = cell == GRU ? 3 : cell == LSTM ? 4 : 1;
   const int64_t T_ = hs.size(0), k = hs.size(-1), GK = gates * k, R = hs[0].numel() / k;
@@ -498,10 +519,18 @@ std::vector<at::Tensor> backward(const at::Tensor& gout_in, const at::Tensor& hs
                       DB ? DB + r * k : nullptr);
         }
       });
-      if (t) prod.backward(drecs[t], carry, /*accumulate=*/cell == GRU);
+      if (t) {
+        if (inters.numel()) {
+          prod.inter = inters[t];
+          prod.hprev = hs[t - 1];
+        }
+        prod.backward(drecs[t], carry, /*accumulate=*/cell == GRU);
+      }
     }
   });
-  return {dus, drecs, dbhn};
+  std::vector<at::Tensor> out{dus, drecs, dbhn};
+  out.insert(out.end(), prod.dops.begin(), prod.dops.end());
+  return out;
 }
 
 // d values of A (rows, K) in CSR for out = h·Aᵀ, summed over the rows of h (M, K) and
@@ -530,7 +559,7 @@ TORCH_LIBRARY_FRAGMENT(connbench, m) {
         "bool need_grad, Tensor wx, Tensor bx) -> Tensor[]",
         &connbench::forward);
   m.def("matrix_backward(Tensor gout, Tensor hs, Tensor saved, Tensor cs, str kind, "
-        "Tensor[] ops, int cell, int act, Tensor bhn) -> Tensor[]",
+        "Tensor[] ops, int cell, int act, Tensor bhn, Tensor inters) -> Tensor[]",
         &connbench::backward);
   m.def("csr_value_grad(Tensor crow, Tensor col, Tensor h, Tensor g) -> Tensor",
         &connbench::csr_value_grad_op);

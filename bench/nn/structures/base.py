@@ -166,6 +166,15 @@ class Structure(nn.Module):
     def from_gates(self, p: torch.Tensor) -> torch.Tensor:
         return p
 
+    def steps_as_rows(self, s: torch.Tensor, gates: bool = False) -> torch.Tensor:
+        """Steps (T, …) of states (or ``gates``) in this layout as one layout whose
+        batch is T·B: what one batched step over a whole sequence takes. Here through
+        the plain (B, k) layout, which costs nothing for a plain layout; layouts that
+        put the batch elsewhere override it with one copy."""
+        to, back = (self.to_gates, self.from_gates) if gates else (self.to_state, self.from_state)
+        plain = back(s)
+        return to(plain.reshape(-1, plain.shape[-1]))
+
     def stepper(self) -> Step:
         """Return ``step(h, u)`` = u + h·W in gate layout; call once per sequence.
 

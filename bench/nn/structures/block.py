@@ -59,6 +59,10 @@ class BlockLayout(Structure):
     def from_gates(self, p):
         return p.unflatten(-1, (self.gates, -1)).movedim(-4, -2).flatten(-3)
 
+    def steps_as_rows(self, s, gates=False):
+        # states and gates alike: (T, G, B, k) -> (G, T·B, k), one copy
+        return s.transpose(0, 1).reshape(s.shape[1], -1, s.shape[-1])
+
 
 def _check_groups(name: str, hidden: int, groups: int) -> None:
     if groups < 1 or hidden % groups:

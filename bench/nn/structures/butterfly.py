@@ -95,6 +95,9 @@ class ButterflyStructure(DenseMask, BlockLayout):
     def from_gates(self, p):
         return super().from_gates(p) if self.factored else p
 
+    def steps_as_rows(self, s, gates=False):
+        return super().steps_as_rows(s, gates) if self.factored else s.reshape(-1, s.shape[-1])
+
     def dense(self):
         H = self.hidden
         x = torch.eye(H, dtype=self.weight.dtype, device=self.weight.device)
@@ -130,8 +133,14 @@ class ButterflyStructure(DenseMask, BlockLayout):
             if not self.factored:
                 return _dense_plan(self.dense().t())
             w1, w2 = self.factors()
+
+        def operand_grads(dops):  # d W1, d W2 from the kernel -> d weight via factors()
+            with torch.enable_grad():
+                return list(torch.autograd.grad(self.factors(), [self.weight], dops))
+
         return MatrixPlan("monarch", (w1, w2),
-                          (w2.transpose(1, 2).contiguous(), w1.transpose(1, 2).contiguous()))
+                          (w2.transpose(1, 2).contiguous(), w1.transpose(1, 2).contiguous()),
+                          operand_grads=operand_grads)
 
     def stepper(self):
         if not self.factored:
