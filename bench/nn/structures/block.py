@@ -112,7 +112,8 @@ class BlockStructure(BlockLayout):
 
     def fused_plan(self):
         w = self.weight.detach()
-        return MatrixPlan("block", (w,), (w.transpose(1, 2).contiguous(),))
+        return MatrixPlan("block", (w,), (w.transpose(1, 2).contiguous(),),
+                          lambda prev, g: [torch.bmm(prev.transpose(1, 2), g)])
 
     def stepper(self):
         w = self.weight

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import torch
 from torch import nn
@@ -33,7 +34,8 @@ class FullStructure(DenseMask, Structure):
         return self.weight.t()
 
     def fused_plan(self):
-        return _dense_plan(self.weight)
+        # d weight (out, in) = Σ_m g[m]ᵀ·prev[m]: one GEMM, not autograd through the step
+        return replace(_dense_plan(self.weight), weight_grads=lambda prev, g: [g.t().mm(prev)])
 
     def stepper(self):
         wt = self.weight.t()

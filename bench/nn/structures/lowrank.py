@@ -52,7 +52,12 @@ class LowRankStructure(DenseMask, Structure):
 
     def fused_plan(self):
         U, V = self.u.detach(), self.v.detach()
-        return MatrixPlan("lowrank", (U, V), (V.t().contiguous(), U.t().contiguous()))
+
+        def weight_grads(prev, g):  # h·U·V: d U = prevᵀ·(g·Vᵀ), d V = (prev·U)ᵀ·g
+            return [prev.t().mm(g.mm(V.t())), prev.mm(U).t().mm(g)]
+
+        return MatrixPlan("lowrank", (U, V), (V.t().contiguous(), U.t().contiguous()),
+                          weight_grads)
 
     def stepper(self):
         U, V = self.u, self.v
