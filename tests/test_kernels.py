@@ -279,3 +279,23 @@ def test_rows_record_the_implementation_that_ran(spec, asked, ran, planless, mon
 def test_model_rejects_an_unknown_implementation():
     with pytest.raises(ValueError, match="implementation='compiled'.*fused.*eager"):
         SequenceModel(2, 8, 1, implementation="compiled")
+
+
+@pytest.mark.parametrize("spec", SPECS)
+@pytest.mark.parametrize("hidden", [8, 512])
+def test_steps_as_rows_equals_the_route_through_the_plain_layout(spec, hidden):
+    """A structure's own ``steps_as_rows`` (one copy) gives what the generic route
+    through the plain (B, k) layout gives, for states and for gates."""
+    if not _buildable(spec, hidden):
+        pytest.skip(f"{spec} cannot be built at H={hidden}")
+    rec = cells.make("lstm", 2, hidden, spec).rec
+    T, B = 3, 2
+    plain_states = torch.randn(T, B, hidden)
+    plain_gates = torch.randn(T, B, rec.gates * hidden)
+    generic = structures.base.Structure.steps_as_rows
+    for plain, gates in ((plain_states, False), (plain_gates, True)):
+        to = rec.to_gates if gates else rec.to_state
+        steps = torch.stack([to(p) for p in plain])  # (T, …layout with batch B)
+        assert torch.equal(rec.steps_as_rows(steps, gates), generic(rec, steps, gates))
+        back = rec.from_gates if gates else rec.from_state
+        assert torch.equal(back(rec.steps_as_rows(steps, gates)), plain.reshape(T * B, -1))

@@ -220,3 +220,23 @@ def test_train_result_round_trips_through_json():
     assert isinstance(r, TrainResult)
     d = json.loads(json.dumps(r.to_dict()))
     assert d["steps"] == 3 and d["status"] == "ok" and d["history"][-1]["step"] == 3
+
+
+def test_adam_is_torchs_fused_step_and_moves_weights_like_the_foreach_step():
+    from connbench.measure.training import _build_optimizer
+
+    torch.manual_seed(0)
+    model = SequenceModel(2, 8, 1, "rnn_tanh", "full")
+    twin = SequenceModel(2, 8, 1, "rnn_tanh", "full")
+    twin.load_state_dict(model.state_dict())
+    opt = _build_optimizer("adam", model.parameters(), 0.01)
+    assert opt.defaults["fused"] is True
+    ref = torch.optim.Adam(twin.parameters(), lr=0.01, foreach=True)
+    x = torch.randn(5, 3, 2)
+    for m, o in ((model, opt), (twin, ref)):
+        for _ in range(3):
+            o.zero_grad()
+            m(x).square().mean().backward()
+            o.step()
+    for (name, p), q in zip(model.named_parameters(), twin.parameters(), strict=True):
+        assert torch.allclose(p, q, rtol=1e-5, atol=1e-6), name

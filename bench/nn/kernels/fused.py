@@ -2,9 +2,10 @@
 
 A structure says itself whether and how the fused path applies: ``fused_plan()``
 returns an ``ElementwisePlan`` (its W is a sum of shifted diagonals: none, diagonal,
-banded, jordan), a ``MatrixPlan`` (a product the C++ time loop calls through ATen:
-full, block, lowrank, butterfly) or None (eager only). This module never asks which
-class a structure is.
+banded, jordan), a ``MatrixPlan`` (a product the C++ time loop runs: full, block,
+block_shuffle, lowrank and butterfly through ATen's BLAS calls, random through its
+own CSR kernel) or None (eager only: a plugin's structure without a plan). This
+module never asks which class a structure is.
 
 Which path runs: ``implementation("eager")`` (a context manager) or a model's
 ``implementation=`` argument; the default is ``fused``. The eager path (autograd

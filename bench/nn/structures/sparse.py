@@ -84,7 +84,6 @@ class RandomStructure(Structure):
     """
 
     csr_min_hidden = 512
-    fused_csr_min_hidden = 512
 
     def __init__(self, hidden, gates=1, init="default", density=0.1, seed=0):
         super().__init__(hidden, gates, init)
