@@ -213,12 +213,8 @@ std::vector<at::Tensor> backward(const at::Tensor& gout_in, const at::Tensor& hs
                 const T xi = In[row * I + i];
                 const T* w = WX + i * GH;
                 T* dwi = dwx + i * GH;
-                T acc = T(0);
-                for (int64_t j = 0; j < GH; ++j) {
-                  dwi[j] += xi * du[j];
-                  acc += du[j] * w[j];
-                }
-                DU[row * I + i] = acc;
+                for (int64_t j = 0; j < GH; ++j) dwi[j] += xi * du[j];
+                DU[row * I + i] = dot(du, w, GH);  // in vector lanes, not a scalar chain
               }
             }
             if (t == 0) continue;  // h_{-1} = 0: no weight gradient, nothing to carry

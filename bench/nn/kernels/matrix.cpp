@@ -93,19 +93,9 @@ void gather_groups(const T* __restrict src, T* __restrict dst, const int64_t* of
     }
 }
 
-// Sparse products (random's CSR plan). GCC's vector extension spells out the vectors:
-// left to itself, gcc vectorises the loop over a row's nonzeros with gathers, 8–15×
-// slower than one vector multiply-add per nonzero over a contiguous batch chunk.
-template <class T> struct VecOf;
-template <> struct VecOf<float> { typedef float type __attribute__((vector_size(64))); };
-template <> struct VecOf<double> { typedef double type __attribute__((vector_size(64))); };
-template <class T> using Vec = typename VecOf<T>::type;
-template <class T> constexpr int64_t kLanes = sizeof(Vec<T>) / sizeof(T);
-template <class T> CB_INLINE Vec<T> vload(const T* p) {
-  Vec<T> v;
-  __builtin_memcpy(&v, p, sizeof v);
-  return v;
-}
+// Sparse products (random's CSR plan), written with cellmath.h's Vec: left to itself,
+// gcc vectorises the loop over a row's nonzeros with gathers, 8–15× slower than one
+// vector multiply-add per nonzero over a contiguous batch chunk.
 template <class T> int64_t padded(int64_t n) { return (n + kLanes<T> - 1) / kLanes<T> * kLanes<T>; }
 
 // A buffer on a cache-line boundary: a vector load across two lines costs two (the
@@ -166,22 +156,6 @@ CB_INLINE void csr_row(const int64_t* col, const T* val, int64_t s, int64_t e, c
     a[v] += b[v];
     __builtin_memcpy(sums + v * kLanes<T>, &a[v], sizeof a[v]);
   }
-}
-
-// Σ of a vector's lanes, halving with shuffles (a scalar loop over 16 lanes cost more
-// than the 128-long dot it finishes)
-CB_INLINE float hsum(Vec<float> v) {
-  typedef float V8 __attribute__((vector_size(32)));
-  typedef float V4 __attribute__((vector_size(16)));
-  const V8 a = __builtin_shufflevector(v, v, 0, 1, 2, 3, 4, 5, 6, 7) +
-               __builtin_shufflevector(v, v, 8, 9, 10, 11, 12, 13, 14, 15);
-  const V4 b = __builtin_shufflevector(a, a, 0, 1, 2, 3) + __builtin_shufflevector(a, a, 4, 5, 6, 7);
-  return (b[0] + b[2]) + (b[1] + b[3]);
-}
-CB_INLINE double hsum(Vec<double> v) {  // fp64: the gradcheck path
-  double s = 0;
-  for (int l = 0; l < 8; ++l) s += v[l];
-  return s;
 }
 
 // The sparse operands are CSR over column blocks: the nonzeros ordered by (column
