@@ -78,12 +78,11 @@ class MatrixPlan:
     """Operands of one step's product h·W (``forward``) and of g·Wᵀ (``backward``).
 
     ``kind`` names the product in matrix.cpp (dense, block, shuffle, csr, lowrank,
-    monarch); the
-    operands are detached, formed once per sequence. Weight gradients come from one
-    batched call of the structure's own ``stepper()`` over all steps, or from
-    ``weight_grads(prev, g)`` where the structure has a faster way: given every step's
-    h_{t−1} and d(h·W) as one state and one gate layout of batch M = (T−1)·B (see
-    ``Structure.steps_as_rows``), it returns the gradients of the structure's
+    monarch); the operands are detached, formed once per sequence. Weight gradients
+    come from one batched call of the structure's own ``stepper()`` over all steps, or
+    from ``weight_grads(prev, g)`` where the structure has a faster way: given every
+    step's h_{t−1} and d(h·W) as one state and one gate layout of batch M = (T−1)·B
+    (see ``Structure.steps_as_rows``), it returns the gradients of the structure's
     parameters, in ``parameters()`` order.
     """
 

@@ -1,13 +1,15 @@
-// Whole-sequence kernels for matrix structures (full, block, lowrank, butterfly's
-// two-factor Monarch form): the time loop runs here, each step calls the BLAS product
-// in place into a buffer allocated once (at::mm_out / at::bmm_out), then one fused
-// pointwise pass adds the input, applies bias, activation and gates, and writes h_t.
+// Whole-sequence kernels for matrix structures (full, block, block_shuffle, lowrank,
+// butterfly's two-factor Monarch form, random's CSR): the time loop runs here, each step
+// calls the product in place into a buffer allocated once (at::mm_out / at::bmm_out, or
+// the CSR product below), then one fused pointwise pass adds the input, applies bias,
+// activation and gates, and writes h_t.
 //
 // The state stays in the structure's layout (…, B, k) for the whole sequence (block
 // structures keep (G, B, H/G), see connbench.nn.structures.base), and the pointwise
 // pass treats it as rows of k units whose gates are chunks of the last dimension.
-// Weight gradients are not computed here: the caller gets d(h·W) for every step and
-// takes the weight gradient as one batched product over all steps.
+// Weight gradients: the caller gets d(h·W) for every step and takes the weight gradient
+// as one product over all steps (csr_value_grad for random), except for monarch, whose
+// factors' gradients the backward sums step by step (see Product::dops).
 //
 // The dense product (full) uses MKL's packed GEMM where the torch build exports it
 // (x86 wheels do): W is packed once per sequence and every step reuses the packing,
@@ -161,8 +163,9 @@ CB_INLINE void csr_row(const int64_t* col, const T* val, int64_t s, int64_t e, c
 // The sparse operands are CSR over column blocks: the nonzeros ordered by (column
 // block, row, column), crow (nblocks·rows + 1) giving row i of block c the range
 // crow[c·rows + i] .. crow[c·rows + i + 1]. Going through A one column block at a time
-// keeps the rows of hT that a block reads in L1 (at 128 columns and B = 32: 16 KB)
-// instead of streaming all of hT from L2 for every row.
+// keeps the rows of hT that a block reads near the core (at 256 columns and B = 32:
+// 32 KB) instead of streaming all of hT from L2 for every row. Measured: it helped the
+// value gradient (536 against 693 µs per 32 rows, one thread), not the product.
 CB_INLINE int64_t column_blocks(int64_t crow_size, int64_t rows) {
   TORCH_CHECK(rows > 0 && (crow_size - 1) % rows == 0, "csr: crow of ", crow_size,
               " entries does not cover ", rows, " rows in whole column blocks");

@@ -103,8 +103,10 @@ class RandomStructure(Structure):
         self.weight = nn.Parameter(torch.empty(rows_t.numel()))
         # the fused kernel's operands: Wᵀ (out, in) for h·W and W (in, out) for g·Wᵀ, in
         # blocked CSR; each order maps the kernel's nonzeros to ``weight``'s
-        self.blocked_forward = _blocked_csr(rows_t, cols_t, gates * hidden, hidden)
-        self.blocked_backward = _blocked_csr(cols_t, rows_t, hidden, gates * hidden)
+        for name, blocked in (("fwd", _blocked_csr(rows_t, cols_t, gates * hidden, hidden)),
+                              ("bwd", _blocked_csr(cols_t, rows_t, hidden, gates * hidden))):
+            for part, t in zip(("crow", "col", "order"), blocked, strict=True):
+                self.register_buffer(f"{part}_{name}", t, persistent=False)
         fan_in = max(1.0, density * hidden)
         _uniform_(self.weight, 1.0 if init == "uniform" else 1.0 / math.sqrt(fan_in))
 
@@ -131,8 +133,8 @@ class RandomStructure(Structure):
         # the fused CSR product at every size: at H = 128 it runs as fast as the masked
         # dense GEMM (measured), and small sizes test it against the dense reference
         v = self.weight.detach()
-        crow_f, col_f, order_f = self.blocked_forward
-        crow_b, col_b, order_b = self.blocked_backward
+        crow_f, col_f, order_f = self.crow_fwd, self.col_fwd, self.order_fwd
+        crow_b, col_b, order_b = self.crow_bwd, self.col_bwd, self.order_bwd
 
         def weight_grads(prev, g):  # d values of Wᵀ (out, in): Σ_m g[m, i]·prev[m, j]
             blocked = build.load().csr_value_grad(crow_f, col_f, prev, g)
@@ -154,7 +156,7 @@ class RandomStructure(Structure):
         return step
 
 
-CSR_BLOCK = 256  # columns per block of the fused kernel's CSR (16 KB of hT at B = 32)
+CSR_BLOCK = 256  # columns per block of the fused kernel's CSR (32 KB of hT at B = 32)
 
 
 def _blocked_csr(rows: torch.Tensor, cols: torch.Tensor, nrows: int, ncols: int):
